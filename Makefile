@@ -1,0 +1,54 @@
+# vb2-resv: top-level entry points. `make test` is what CI runs; `make demo` is the main job.
+#
+#   make toolchain                 install what a fresh Debian bookworm machine lacks (idempotent)
+#   make kernel [KERNEL=7.3|6.12]  build (or reuse) our Rust-enabled test kernel
+#   make kmod [KDIR=...] [ARCH=..] build vb2_resv.ko the Kbuild way against KDIR
+#   make userspace                 cargo build --release of the workspace
+#   make test                      cargo tests, kernel, module, QEMU suite; TAP + build/results.json
+#   make demo                      boot the kernel in QEMU and run the main job on the stand-in drivers
+#   make clean
+
+KERNEL ?= 7.3
+ARCH ?= x86_64
+export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
+
+# With no KDIR, build against our own kernel (built on demand by scripts/kernel.sh).
+ifeq ($(origin KDIR), undefined)
+KDIR_FROM_SCRIPT := 1
+endif
+
+.PHONY: toolchain kernel kmod userspace test demo clean fmt clippy
+
+toolchain:
+	scripts/toolchain.sh
+
+kernel:
+	scripts/kernel.sh $(KERNEL)
+
+ifeq ($(KDIR_FROM_SCRIPT),1)
+kmod: kernel
+	$(MAKE) -C "$$(scripts/kernel.sh --print-dir $(KERNEL))" M=$(CURDIR) ARCH=$(ARCH) modules
+else
+kmod:
+	$(MAKE) -C $(KDIR) M=$(CURDIR) ARCH=$(ARCH) modules
+endif
+
+userspace:
+	cargo build --release --workspace
+
+test:
+	scripts/test.sh
+
+demo:
+	scripts/demo.sh
+
+fmt:
+	cargo fmt --all
+
+clippy:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	rm -rf build
+	cargo clean
+	rm -f kmod/*.o kmod/.*.cmd kmod/*.rmeta .*.cmd *.o *.ko *.mod *.mod.c *.mod.o Module.symvers modules.order

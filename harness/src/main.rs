@@ -1,0 +1,270 @@
+//! Host side of the vb2-resv test harness.
+//!
+//! `vb2r-harness report` merges the host's results (cargo tests, builds) with the guest's TAP,
+//! decides `dmesg-clean` from what the guest's kernel logged, prints the whole run as TAP with
+//! the closing `N passed, N failed[, N skipped]` line and writes `build/results.json`.
+//! `vb2r-harness dmesg-check FILE|-` applies the same kernel-log check to one file (the guest
+//! tests use it, so that there is one list of what counts as a kernel complaint).
+
+mod dmesg;
+mod tap;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use tap::{Status, TestResult};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Merge host and guest results, print TAP and the summary, write results.json.
+    Report(ReportArgs),
+    /// Print the kernel-log lines that count as complaints; exit 1 if there are any.
+    DmesgCheck {
+        /// A kernel log, or - for standard input.
+        file: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// Host results, one TAP line each (`ok - name # detail`).
+    #[arg(long)]
+    host: PathBuf,
+    /// The guest's output folder (tap.txt, dmesg.txt, kmemleak.txt, console.log).
+    #[arg(long)]
+    guest_dir: PathBuf,
+    /// scripts/qemu.sh's exit status (0: the guest ran to its end).
+    #[arg(long)]
+    guest_status: i32,
+    #[arg(long)]
+    kernel_ok: u8,
+    #[arg(long)]
+    kmod_ok: u8,
+    #[arg(long)]
+    userspace_ok: u8,
+    /// Phase times: `name<TAB>seconds<TAB>status` lines.
+    #[arg(long)]
+    phases: PathBuf,
+    /// Where to write the JSON results.
+    #[arg(long)]
+    json: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Phase {
+    name: String,
+    seconds: u64,
+    status: i32,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    summary: Summary,
+    tests: &'a [TestResult],
+    phases: Vec<Phase>,
+}
+
+#[derive(Serialize, Default, PartialEq, Debug)]
+struct Summary {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+fn summarize(tests: &[TestResult]) -> Summary {
+    let mut s = Summary::default();
+    for t in tests {
+        match t.status {
+            Status::Pass => s.passed += 1,
+            Status::Fail => s.failed += 1,
+            Status::Skip => s.skipped += 1,
+        }
+    }
+    s
+}
+
+fn read_opt(path: &Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn report(a: &ReportArgs) -> Result<bool> {
+    let host = std::fs::read_to_string(&a.host)
+        .with_context(|| format!("reading host results {}", a.host.display()))?;
+    let mut tests = tap::parse(&host);
+
+    let guest_tap = read_opt(&a.guest_dir.join("tap.txt")).unwrap_or_default();
+    let console = read_opt(&a.guest_dir.join("console.log")).unwrap_or_default();
+    let guest = tap::parse(&guest_tap);
+    let planned = tap::planned_names(&guest_tap);
+    let guest_ran = a.guest_status == 0;
+
+    // Why guest tests may be missing: say it on each of them rather than dropping them.
+    let why_missing = if a.kernel_ok == 0 {
+        "not run: the kernel did not build (build/test/kernel.log)".to_string()
+    } else if !guest_ran {
+        let tail: Vec<&str> = console.lines().rev().take(5).collect();
+        format!(
+            "not run: the guest stopped early (qemu.sh exit {}); console ends: {}",
+            a.guest_status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )
+    } else {
+        "not run: missing from the guest's TAP".to_string()
+    };
+    for name in &planned {
+        if !guest.iter().any(|t| &t.name == name) {
+            tests.push(TestResult::fail(name, &why_missing));
+        }
+    }
+    tests.extend(guest);
+    if planned.is_empty() {
+        tests.push(TestResult::fail("guest.run", &why_missing));
+    } else if !guest_ran {
+        tests.push(TestResult::fail("guest.run", &why_missing));
+    }
+    if a.kmod_ok == 0 {
+        tests.push(TestResult::fail(
+            "kmod.build",
+            "vb2_resv.ko did not build (build/test/kmod.log)",
+        ));
+    }
+    if a.userspace_ok == 0 {
+        tests.push(TestResult::fail(
+            "userspace.build",
+            "cargo build failed (build/test/userspace.log)",
+        ));
+    }
+
+    // dmesg-clean: the guest's full kernel log, or the console when the guest died first.
+    let log = read_opt(&a.guest_dir.join("dmesg.txt")).unwrap_or_else(|| console.clone());
+    let kmemleak = read_opt(&a.guest_dir.join("kmemleak.txt")).unwrap_or_default();
+    if a.kernel_ok == 1 {
+        let mut bad = dmesg::complaints(&log);
+        bad.extend(dmesg::kmemleak_reports(&kmemleak));
+        if log.trim().is_empty() {
+            tests.push(TestResult::fail("dmesg-clean", "no kernel log from the guest"));
+        } else if bad.is_empty() {
+            tests.push(TestResult::pass("dmesg-clean", ""));
+        } else {
+            let shown: Vec<_> = bad.iter().take(8).map(String::as_str).collect();
+            tests.push(TestResult::fail("dmesg-clean", &shown.join(" | ")));
+        }
+    } else {
+        tests.push(TestResult::fail("dmesg-clean", &why_missing));
+    }
+
+    println!("TAP version 13");
+    println!("1..{}", tests.len());
+    for (i, t) in tests.iter().enumerate() {
+        println!("{}", t.tap_line(i + 1));
+    }
+
+    let phases: Vec<Phase> = std::fs::read_to_string(&a.phases)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some(Phase {
+                name: f.next()?.to_string(),
+                seconds: f.next()?.parse().ok()?,
+                status: f.next()?.parse().ok()?,
+            })
+        })
+        .collect();
+    println!("# phase times:");
+    for p in &phases {
+        println!(
+            "#   {:<12} {:>5} s{}",
+            p.name,
+            p.seconds,
+            if p.status == 0 { "" } else { "  (failed)" }
+        );
+    }
+    let total: u64 = phases.iter().map(|p| p.seconds).sum();
+    println!("#   {:<12} {:>5} s", "total", total);
+
+    let summary = summarize(&tests);
+    let line = if summary.skipped > 0 {
+        format!(
+            "{} passed, {} failed, {} skipped",
+            summary.passed, summary.failed, summary.skipped
+        )
+    } else {
+        format!("{} passed, {} failed", summary.passed, summary.failed)
+    };
+    let ok = summary.failed == 0;
+    let rep = Report {
+        summary,
+        tests: &tests,
+        phases,
+    };
+    if let Some(dir) = a.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&a.json, serde_json::to_string_pretty(&rep)? + "\n")
+        .with_context(|| format!("writing {}", a.json.display()))?;
+    println!("{line}");
+    Ok(ok)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Report(a) => {
+            if !report(&a)? {
+                std::process::exit(1);
+            }
+        }
+        Cmd::DmesgCheck { file } => {
+            let mut text = String::new();
+            if file == "-" {
+                std::io::stdin().read_to_string(&mut text)?;
+            } else {
+                text = read_opt(Path::new(&file))
+                    .with_context(|| format!("cannot read kernel log {file}"))?;
+            }
+            let bad = dmesg::complaints(&text);
+            for l in &bad {
+                println!("{l}");
+            }
+            if !bad.is_empty() {
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_counts_each_status() {
+        let t = vec![
+            TestResult::pass("a", ""),
+            TestResult::fail("b", "x"),
+            TestResult::skip("c", "why"),
+            TestResult::pass("d", ""),
+        ];
+        assert_eq!(
+            summarize(&t),
+            Summary {
+                passed: 2,
+                failed: 1,
+                skipped: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,32 @@
+# Helpers for guest tests (sourced by runner.sh and demo.sh).
+# shellcheck shell=bash
+declare -A TEST_TIMEOUT=()
+
+KO=${VB2R_KO:-}
+QTEST="$VB2R_REPO/target/release/vb2r-qtest"
+
+fail() { echo "FAIL: $*"; exit 1; }
+skip() { echo "$*"; exit 77; }
+
+# Mark the kernel log so that a test can read only what it caused.
+dmesg_mark() { echo "vb2r-mark-$1" >/dev/kmsg; }
+dmesg_since() { dmesg | sed -n "/vb2r-mark-$1/,\$p" | tail -n +2; }
+# Prints the kernel-log lines on stdin that are complaints (the host's dmesg-clean list); exit 1 if any.
+dmesg_complaints() { "$VB2R_REPO/target/release/vb2r-harness" dmesg-check -; }
+
+load_drivers() {
+	for m in "$@"; do
+		modprobe "$m" || return 1
+	done
+}
+
+cleanup_modules() {
+	rmmod vb2_resv 2>/dev/null
+	for m in visl vivid vim2m vicodec vgem; do rmmod "$m" 2>/dev/null; done
+	return 0
+}
+
+insmod_vb2r() {
+	[ -n "$KO" ] && [ -f "$KO" ] || fail "vb2_resv.ko not built (VB2R_KO='$KO')"
+	insmod "$KO" "$@"
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Fetch Debian's linux-source-$KERNEL, configure it from our fragments and build bzImage + modules.
+#
+#   scripts/kernel.sh [7.3|6.12]        build (or reuse) the kernel; prints the build dir on stdout
+#   scripts/kernel.sh --print-dir [V]   print the build dir the current inputs map to, build nothing
+#
+# 7.3 comes from trixie-backports. It is only ever *downloaded* through a private apt state dir
+# (no sources file is added to the system and nothing is installed from that suite, so libc and
+# friends stay bookworm's). 6.12 is bookworm's own linux-source-6.12.
+#
+# The build lands in $CACHE/kbuild/<version>-<key>, where <key> hashes the exact source package
+# version, our config fragments, this script and the compiler/rustc/bindgen versions. A second run
+# with the same inputs finds the `.done` stamp and does nothing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+print_only=0
+if [ "${1:-}" = "--print-dir" ]; then print_only=1; shift; fi
+KERNEL=${1:-${KERNEL:-7.3}}
+JOBS=${JOBS:-$(($(nproc) + 1))}
+
+case "$KERNEL" in
+7.3 | 7.2) SUITE=trixie-backports ;;
+6.12) SUITE=bookworm ;;
+*) die "KERNEL=$KERNEL is not supported (use 7.3, 7.2 or 6.12)" ;;
+esac
+PKG=linux-source-$KERNEL
+
+# --- a private apt view of the suite we need, so that the system's sources stay untouched ---
+APTX=$CACHE/apt-$SUITE
+aptx() {
+	local tool=$1
+	shift
+	"$tool" -o Dir::Etc::SourceList="$APTX/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" "$@"
+}
+aptx_setup() {
+	mkdir -p "$APTX/lists/partial" "$APTX/cache/archives/partial"
+	local key=/usr/share/keyrings/debian-archive-keyring.gpg
+	[ "$SUITE" = trixie-backports ] && key=/usr/share/keyrings/debian-archive-trixie-automatic.gpg
+	echo "deb [signed-by=$key] http://deb.debian.org/debian $SUITE main" >"$APTX/sources.list"
+	# Refresh at most once a day.
+	if [ -z "$(find "$APTX/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
+		aptx apt-get update -qq >/dev/null
+	fi
+}
+aptx_setup
+SRC_VERSION=$(aptx apt-cache policy "$PKG" | awk '/Candidate:/ {print $2}')
+[ -n "$SRC_VERSION" ] && [ "$SRC_VERSION" != "(none)" ] || die "$PKG is not available from $SUITE"
+
+# --- the cache key ---
+FRAGMENTS=("$REPO/kconfig/base.config" "$REPO/kconfig/debug.config")
+[ -f "$REPO/kconfig/$KERNEL.config" ] && FRAGMENTS+=("$REPO/kconfig/$KERNEL.config")
+key=$({
+	echo "$PKG $SRC_VERSION"
+	cat "${FRAGMENTS[@]}" "$0" "$here/kconfig-check.sh"
+	gcc --version | head -1
+	rustc --version
+	bindgen --version
+	echo "$LIBCLANG_PATH"
+} | sha256sum | cut -c1-12)
+OUT=$CACHE/kbuild/$KERNEL-$key
+if [ $print_only = 1 ]; then
+	echo "$OUT"
+	exit 0
+fi
+if [ -f "$OUT/.done" ]; then
+	log "kernel $KERNEL ($SRC_VERSION) cached at $OUT"
+	echo "$OUT"
+	exit 0
+fi
+
+# --- the source tree, extracted once per source package version ---
+SRC=$CACHE/src/$PKG-$SRC_VERSION
+if [ ! -f "$SRC/.extracted" ]; then
+	log "fetching $PKG $SRC_VERSION from $SUITE"
+	tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
+	(cd "$tmp" && aptx apt-get download -qq "$PKG=$SRC_VERSION")
+	dpkg -x "$tmp"/*.deb "$tmp/x"
+	rm -rf "$SRC"
+	mkdir -p "$SRC"
+	tar -xf "$tmp"/x/usr/src/$PKG.tar.* -C "$SRC" --strip-components=1
+	rm -rf "$tmp"
+	touch "$SRC/.extracted"
+fi
+
+# --- configure: tinyconfig + our fragments, then verify every option we asked for stuck ---
+mkdir -p "$OUT"
+log "configuring $KERNEL in $OUT"
+make -s -C "$SRC" O="$OUT" ARCH=x86_64 tinyconfig >/dev/null
+KCONFIG_CONFIG="$OUT/.config" "$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT" "$OUT/.config" "${FRAGMENTS[@]}" >/dev/null
+make -s -C "$SRC" O="$OUT" ARCH=x86_64 olddefconfig >/dev/null
+make -s -C "$SRC" O="$OUT" ARCH=x86_64 rustavailable >/dev/null || die "Rust is not available for $KERNEL: run 'make -C $SRC O=$OUT rustavailable'"
+"$here/kconfig-check.sh" "$OUT/.config" "${FRAGMENTS[@]}"
+
+# --- build ---
+log "building $KERNEL ($SRC_VERSION) with -j$JOBS"
+start=$(date +%s)
+make -s -C "$SRC" O="$OUT" ARCH=x86_64 -j"$JOBS" bzImage modules
+rm -rf "$OUT/modroot"
+make -s -C "$SRC" O="$OUT" ARCH=x86_64 INSTALL_MOD_PATH="$OUT/modroot" modules_install >/dev/null
+echo "$PKG $SRC_VERSION" >"$OUT/.source"
+log "kernel $KERNEL built in $(($(date +%s) - start)) s"
+touch "$OUT/.done"
+echo "$OUT"

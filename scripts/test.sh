@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make test`: cargo tests of the workspace, then our kernel (cached), the module, and the QEMU
+# suite. Prints TAP, ends with 'N passed, N failed[, N skipped]', writes build/results.json and
+# exits non-zero on any failure. Phase times are printed at the end.
+#
+#   VB2R_TESTS='kmod.load-unload kmod.bad-param' make test   run only these guest tests
+#   KERNEL=6.12 make test                                     the same against 6.12
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+KERNEL=${KERNEL:-7.3}
+OUT=$BUILD/test
+rm -rf "$OUT"
+mkdir -p "$OUT"
+phases="$OUT/phases.tsv"
+: >"$phases"
+host_results="$OUT/host.tap"
+: >"$host_results"
+
+phase() { # phase NAME CMD... : run, time and log a phase; returns its status
+	local name=$1 t0 rc
+	shift
+	t0=$(date +%s)
+	log "phase $name"
+	"$@" >"$OUT/$name.log" 2>&1
+	rc=$?
+	printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" "$rc" >>"$phases"
+	if [ $rc != 0 ]; then
+		echo "phase $name failed (exit $rc); last lines of $OUT/$name.log:" >&2
+		tail -n 30 "$OUT/$name.log" >&2
+	fi
+	return $rc
+}
+
+# 1. Host: cargo tests (the harness itself is built by them).
+phase cargo-test cargo test --workspace --release
+rc=$?
+ncargo=$(grep -E '^test result:' "$OUT/cargo-test.log" | awk '{s += $4} END {print s + 0}')
+if [ $rc = 0 ]; then echo "ok - cargo.test # $ncargo cargo tests passed" >>"$host_results"
+else echo "not ok - cargo.test # see build/test/cargo-test.log" >>"$host_results"; fi
+
+# 2. Kernel, module, userspace binaries the guest runs.
+kernel_ok=0
+phase kernel "$here/kernel.sh" "$KERNEL" && kernel_ok=1
+KDIR=$("$here/kernel.sh" --print-dir "$KERNEL")
+kmod_ok=0
+if [ $kernel_ok = 1 ]; then
+	phase kmod make -C "$KDIR" M="$REPO" ARCH=x86_64 modules && kmod_ok=1
+fi
+phase userspace cargo build --release --workspace
+userspace_ok=$?
+
+# 3. The guest suite.
+guest_rc=1
+if [ $kernel_ok = 1 ]; then
+	ko=""
+	[ $kmod_ok = 1 ] && ko=$REPO/vb2_resv.ko
+	phase qemu "$here/qemu.sh" --kdir "$KDIR" --out "$OUT/guest" --ko "$ko" \
+		--tests "${VB2R_TESTS:-}" --timeout "${VB2R_TIMEOUT:-2400}"
+	guest_rc=$?
+fi
+
+# 4. Report.
+"$REPO/target/release/vb2r-harness" report \
+	--host "$host_results" \
+	--guest-dir "$OUT/guest" \
+	--guest-status "$guest_rc" \
+	--kernel-ok "$kernel_ok" --kmod-ok "$kmod_ok" --userspace-ok "$([ "$userspace_ok" = 0 ] && echo 1 || echo 0)" \
+	--phases "$phases" \
+	--json "$BUILD/results.json"
