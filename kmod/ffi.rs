@@ -1,13 +1,120 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Declarations of the C glue in `glue.c` (contracts in `glue.h`) and thin safe wrappers.
+//! Declarations of the C glue in `glue.c` (contracts in `glue.h`) and the thin owning wrappers
+//! around what it hands out: [`Fence`], [`DmaBuf`] and [`Vdev`]. Nothing here decides anything.
 
-use kernel::ffi::c_char;
+use core::ffi::{c_char, c_int, c_void};
+use core::ptr::NonNull;
+use kernel::prelude::*;
+
+/// Opaque C types (only ever handled by pointer).
+#[repr(C)]
+pub(crate) struct DmaFence {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub(crate) struct RawDmaBuf {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub(crate) struct VideoDevice {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub(crate) struct Vb2Queue {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub(crate) struct Vb2Buffer {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub(crate) struct Hooks {
+    _p: [u8; 0],
+}
+#[repr(C)]
+pub(crate) struct File {
+    _p: [u8; 0],
+}
+
+/// Most planes a V4L2 buffer has (`VB2R_MAX_PLANES`).
+pub(crate) const MAX_PLANES: usize = 8;
+
+/// `enum vb2r_op`.
+pub(crate) mod op {
+    pub(crate) const REQBUFS: u32 = 1;
+    pub(crate) const CREATE_BUFS: u32 = 2;
+    pub(crate) const REMOVE_BUFS: u32 = 3;
+    pub(crate) const QBUF: u32 = 4;
+    pub(crate) const DQBUF: u32 = 5;
+    pub(crate) const EXPBUF: u32 = 6;
+    pub(crate) const STREAMOFF: u32 = 7;
+    pub(crate) const RELEASE: u32 = 8;
+}
+
+/// `enum vb2r_buf_state`.
+pub(crate) mod buf_state {
+    pub(crate) const DONE: u32 = 0;
+    pub(crate) const ERROR: u32 = 1;
+    pub(crate) const QUEUED: u32 = 2;
+}
+
+/// `struct vb2r_call`: what a hooked call is about (see glue.h).
+#[repr(C)]
+pub(crate) struct Call {
+    pub(crate) op: u32,
+    pub(crate) type_: u32,
+    pub(crate) index: u32,
+    pub(crate) count: u32,
+    pub(crate) memory: u32,
+    pub(crate) plane: u32,
+    pub(crate) flags: u32,
+    pub(crate) nplanes: u32,
+    pub(crate) fd: i32,
+    pub(crate) fds: [i32; MAX_PLANES],
+    pub(crate) q: *mut Vb2Queue,
+    pub(crate) file: *mut File,
+    pub(crate) owner: u32,
+    /// Scratch for Rust between pre and post (glue.c zeroes it).
+    pub(crate) rs_armed: u32,
+}
 
 extern "C" {
     fn vb2r_version() -> *const c_char;
     fn vb2r_param_mode() -> *const c_char;
     fn vb2r_param_attach() -> *const c_char;
+
+    pub(crate) fn vb2r_glue_init(rs_ctx: *mut c_void) -> c_int;
+    pub(crate) fn vb2r_glue_exit();
+
+    fn vb2r_vdev_get_from_fd(fd: c_int, err: *mut c_int) -> *mut VideoDevice;
+    fn vb2r_vdev_get_from_path(path: *const c_char, err: *mut c_int) -> *mut VideoDevice;
+    fn vb2r_vdev_put(vdev: *mut VideoDevice);
+    fn vb2r_vdev_name(vdev: *mut VideoDevice, buf: *mut c_char, len: usize);
+    fn vb2r_vdev_driver(vdev: *mut VideoDevice, buf: *mut c_char, len: usize);
+
+    pub(crate) fn vb2r_hooks_get(vdev: *mut VideoDevice, rs_node: *mut c_void) -> *mut Hooks;
+    pub(crate) fn vb2r_hooks_install(h: *mut Hooks);
+    pub(crate) fn vb2r_hooks_remove(h: *mut Hooks);
+
+    pub(crate) fn vb2r_queue_max_buffers(q: *mut Vb2Queue) -> u32;
+    pub(crate) fn vb2r_buffer_info(vb: *mut Vb2Buffer, index: *mut u32, state: *mut u32);
+    pub(crate) fn vb2r_buffer_planes(q: *mut Vb2Queue, index: u32) -> u32;
+    fn vb2r_buffer_imported_dmabuf(q: *mut Vb2Queue, index: u32, plane: u32) -> *mut RawDmaBuf;
+
+    fn vb2r_dmabuf_get(fd: c_int) -> *mut RawDmaBuf;
+    fn vb2r_dmabuf_get_export(fd: c_int, q: *mut Vb2Queue, index: u32, plane: u32)
+        -> *mut RawDmaBuf;
+    fn vb2r_dmabuf_put(d: *mut RawDmaBuf);
+
+    fn vb2r_fence_context() -> u64;
+    fn vb2r_fence_create(context: u64, seqno: u64, timeline: *const c_char) -> *mut DmaFence;
+    fn vb2r_fence_attach(d: *mut RawDmaBuf, f: *mut DmaFence) -> c_int;
+    fn vb2r_fence_signal(f: *mut DmaFence, error: c_int);
+    fn vb2r_fence_get(f: *mut DmaFence) -> *mut DmaFence;
+    fn vb2r_fence_put(f: *mut DmaFence);
+    fn vb2r_fence_signaled(f: *mut DmaFence) -> bool;
+    pub(crate) fn vb2r_ktime_ns() -> u64;
 }
 
 /// Borrows a NUL-terminated string that lives as long as the module.
@@ -17,7 +124,7 @@ extern "C" {
 /// `p` must be non-NULL, NUL-terminated, and valid and unchanged for the module's lifetime.
 unsafe fn static_bytes(p: *const c_char) -> &'static [u8] {
     // SAFETY: guaranteed by the caller.
-    unsafe { kernel::str::CStr::from_char_ptr(p) }.to_bytes()
+    unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
 }
 
 /// The module version (`VB2R_VERSION` in glue.h).
@@ -36,4 +143,182 @@ pub(crate) fn param_mode() -> &'static [u8] {
 pub(crate) fn param_attach() -> &'static [u8] {
     // SAFETY: glue.h: a NUL-terminated module-lifetime buffer, read-only after load (perm 0444).
     unsafe { static_bytes(vb2r_param_attach()) }
+}
+
+/// Monotonic time in nanoseconds (any context).
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: ktime_get_ns() has no preconditions.
+    unsafe { vb2r_ktime_ns() }
+}
+
+/// A new fence context (any context).
+pub(crate) fn fence_context() -> u64 {
+    // SAFETY: dma_fence_context_alloc() has no preconditions.
+    unsafe { vb2r_fence_context() }
+}
+
+fn errno(e: c_int) -> Error {
+    Error::from_errno(e)
+}
+
+/// A fixed-size NUL-terminated name copied from C.
+#[derive(Clone, Copy)]
+pub(crate) struct Name(pub(crate) [u8; 32]);
+
+impl Name {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let len = self.0.iter().position(|&c| c == 0).unwrap_or(self.0.len());
+        &self.0[..len]
+    }
+}
+
+/// One reference to a `struct dma_fence` made by `vb2r_fence_create()`.
+pub(crate) struct Fence(NonNull<DmaFence>);
+
+// SAFETY: dma_fence is reference counted and its operations are thread-safe.
+unsafe impl Send for Fence {}
+// SAFETY: see above; `&Fence` only signals or queries, both thread-safe.
+unsafe impl Sync for Fence {}
+
+impl Fence {
+    /// A new unsignaled fence (process context: allocates with GFP_KERNEL).
+    pub(crate) fn new(context: u64, seqno: u64, timeline: &kernel::str::CStr) -> Result<Self> {
+        // SAFETY: `timeline` is NUL-terminated; C copies it.
+        let f = unsafe { vb2r_fence_create(context, seqno, timeline.as_char_ptr().cast()) };
+        NonNull::new(f).map(Fence).ok_or(ENOMEM)
+    }
+
+    /// Another reference to the same fence.
+    pub(crate) fn new_ref(f: &Fence) -> Fence {
+        // SAFETY: `f` holds a reference, so the fence is alive; dma_fence_get() takes another
+        // and returns the same non-NULL pointer.
+        Fence(unsafe { NonNull::new_unchecked(vb2r_fence_get(f.0.as_ptr())) })
+    }
+
+    /// Sets `error` (0 for none) and signals, in a lockdep signalling section (any context).
+    pub(crate) fn signal(&self, error: c_int) {
+        // SAFETY: we hold a reference, so the fence is alive.
+        unsafe { vb2r_fence_signal(self.0.as_ptr(), error) }
+    }
+
+    /// Whether the fence is signaled (any context).
+    pub(crate) fn is_signaled(&self) -> bool {
+        // SAFETY: we hold a reference, so the fence is alive.
+        unsafe { vb2r_fence_signaled(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference, given up here.
+        unsafe { vb2r_fence_put(self.0.as_ptr()) }
+    }
+}
+
+/// One reference to a `struct dma_buf`.
+pub(crate) struct DmaBuf(NonNull<RawDmaBuf>);
+
+// SAFETY: a dma_buf is reference counted (its file) and its resv has its own lock.
+unsafe impl Send for DmaBuf {}
+// SAFETY: see above.
+unsafe impl Sync for DmaBuf {}
+
+impl DmaBuf {
+    /// The dma-buf behind `fd` (process context), if it is one.
+    pub(crate) fn from_fd(fd: i32) -> Option<Self> {
+        // SAFETY: dma_buf_get() validates `fd`.
+        NonNull::new(unsafe { vb2r_dmabuf_get(fd) }).map(DmaBuf)
+    }
+
+    /// The dma-buf behind `fd`, if it is an export of `plane` of buffer `index` of `q`.
+    ///
+    /// # Safety
+    ///
+    /// `q` must be alive and its lock held (an ioctl of that queue).
+    pub(crate) unsafe fn export_of(fd: i32, q: *mut Vb2Queue, index: u32, plane: u32) -> Option<Self> {
+        // SAFETY: guaranteed by the caller.
+        NonNull::new(unsafe { vb2r_dmabuf_get_export(fd, q, index, plane) }).map(DmaBuf)
+    }
+
+    /// The dma-buf imported into `plane` of buffer `index` of a DMABUF queue `q`.
+    ///
+    /// # Safety
+    ///
+    /// `q` must be alive and its lock held (an ioctl of that queue).
+    pub(crate) unsafe fn imported(q: *mut Vb2Queue, index: u32, plane: u32) -> Option<Self> {
+        // SAFETY: guaranteed by the caller.
+        NonNull::new(unsafe { vb2r_buffer_imported_dmabuf(q, index, plane) }).map(DmaBuf)
+    }
+
+    /// Adds `fence` to this dma-buf's resv as a WRITE fence (process context, may sleep).
+    pub(crate) fn add_write_fence(&self, fence: &Fence) -> Result {
+        // SAFETY: both references are held by `self` and `fence`.
+        let r = unsafe { vb2r_fence_attach(self.0.as_ptr(), fence.0.as_ptr()) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(errno(r))
+        }
+    }
+}
+
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference, given up here.
+        unsafe { vb2r_dmabuf_put(self.0.as_ptr()) }
+    }
+}
+
+/// A pinned `struct video_device`: its driver module cannot go and the struct stays allocated
+/// until this is dropped.
+pub(crate) struct Vdev(NonNull<VideoDevice>);
+
+// SAFETY: the pin is a module reference and a device reference, both thread-safe.
+unsafe impl Send for Vdev {}
+// SAFETY: see above.
+unsafe impl Sync for Vdev {}
+
+impl Vdev {
+    /// The node behind a V4L2 fd of the calling process.
+    pub(crate) fn from_fd(fd: i32) -> Result<Self> {
+        let mut err = 0;
+        // SAFETY: `err` is a valid out-pointer.
+        let v = unsafe { vb2r_vdev_get_from_fd(fd, &mut err) };
+        NonNull::new(v).map(Vdev).ok_or_else(|| errno(err))
+    }
+
+    /// The node at a device path (checked to be a V4L2 node before it is opened).
+    pub(crate) fn from_path(path: &kernel::str::CStr) -> Result<Self> {
+        let mut err = 0;
+        // SAFETY: `path` is NUL-terminated; `err` is a valid out-pointer.
+        let v = unsafe { vb2r_vdev_get_from_path(path.as_char_ptr().cast(), &mut err) };
+        NonNull::new(v).map(Vdev).ok_or_else(|| errno(err))
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut VideoDevice {
+        self.0.as_ptr()
+    }
+
+    /// The node's name, e.g. `video3`.
+    pub(crate) fn name(&self) -> Name {
+        let mut n = Name([0; 32]);
+        // SAFETY: the device is pinned; the buffer is valid for its length.
+        unsafe { vb2r_vdev_name(self.as_ptr(), n.0.as_mut_ptr().cast(), n.0.len()) };
+        n
+    }
+
+    /// The name of the node's driver, e.g. `visl`.
+    pub(crate) fn driver(&self) -> Name {
+        let mut n = Name([0; 32]);
+        // SAFETY: the device is pinned; the buffer is valid for its length.
+        unsafe { vb2r_vdev_driver(self.as_ptr(), n.0.as_mut_ptr().cast(), n.0.len()) };
+        n
+    }
+}
+
+impl Drop for Vdev {
+    fn drop(&mut self) {
+        // SAFETY: we own the pin taken by vb2r_vdev_get_from_*().
+        unsafe { vb2r_vdev_put(self.0.as_ptr()) }
+    }
 }

@@ -3,13 +3,45 @@
  * vb2_resv C glue. The contracts are in glue.h; this file holds no policy, only access to C
  * structures, macros and registration interfaces that Rust-for-Linux does not cover.
  */
+#include <linux/delay.h>
+#include <linux/device.h>
+#include <linux/dma-buf.h>
+#include <linux/dma-fence.h>
+#include <linux/dma-resv.h>
+#include <linux/file.h>
+#include <linux/fs.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/namei.h>
+#include <linux/rculist.h>
+#include <linux/slab.h>
 #include <linux/version.h>
+#include <linux/videodev2.h>
+#include <media/v4l2-dev.h>
+#include <media/v4l2-fh.h>
+#include <media/v4l2-ioctl.h>
+#include <media/v4l2-mem2mem.h>
+#include <media/videobuf2-core.h>
+#include <trace/events/vb2.h>
 
 #include "glue.h"
 
 MODULE_VERSION(VB2R_VERSION);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+MODULE_IMPORT_NS("DMA_BUF");
+#else
+MODULE_IMPORT_NS(DMA_BUF);
+#endif
+
+/*
+ * Until 6.17 a signaled fence keeps its ops pointer, and dma_fence_driver_name() & co. call
+ * through it for as long as the fence exists (a dma-buf's resv can keep it for as long as the
+ * buffer lives). Since then the core detaches ops without .release/.wait at signal time
+ * (dma_fence_signal_timestamp_locked()), so the module may go once its fences are signaled and an
+ * RCU grace period has passed. On older kernels the module pins itself when it creates its first
+ * fence: rmmod then refuses with -EBUSY instead of leaving dangling ops behind.
+ */
+#define VB2R_FENCE_OPS_DETACH_ON_SIGNAL (LINUX_VERSION_CODE >= KERNEL_VERSION(6, 17, 0))
 
 const char *vb2r_version(void)
 {
@@ -32,4 +64,587 @@ const char *vb2r_param_mode(void)
 const char *vb2r_param_attach(void)
 {
 	return attach;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Hook tables.
+ */
+
+struct vb2r_hooks {
+	struct list_head list;			/* in vb2r_hooks_list, until vb2r_glue_exit() */
+	struct video_device *vdev;
+	void *rs_node;
+	const struct v4l2_file_operations *orig_fops;
+	const struct v4l2_ioctl_ops *orig_ops;
+	struct v4l2_file_operations fops;	/* our copies, what vdev points at when installed */
+	struct v4l2_ioctl_ops ops;
+};
+
+/* Every table ever made; readers (the wrappers) walk it under RCU, writers hold the mutex. */
+static LIST_HEAD(vb2r_hooks_list);
+static DEFINE_MUTEX(vb2r_hooks_mutex);
+/* Wrappers running now: vb2r_glue_exit() waits for zero. */
+static atomic_t vb2r_inflight = ATOMIC_INIT(0);
+static DECLARE_WAIT_QUEUE_HEAD(vb2r_inflight_wq);
+static void *vb2r_ctx;
+
+/*
+ * The tables of the node @file belongs to. Only our tables point at the wrappers, and a table is
+ * never freed before vb2r_glue_exit() has waited for every wrapper, so the search cannot fail.
+ */
+static struct vb2r_hooks *vb2r_enter(struct file *file)
+{
+	struct video_device *vdev = video_devdata(file);
+	struct vb2r_hooks *h, *found = NULL;
+
+	atomic_inc(&vb2r_inflight);
+	rcu_read_lock();
+	list_for_each_entry_rcu(h, &vb2r_hooks_list, list) {
+		if (h->vdev == vdev) {
+			found = h;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+static void vb2r_exit_call(void)
+{
+	if (atomic_dec_and_test(&vb2r_inflight))
+		wake_up_all(&vb2r_inflight_wq);
+}
+
+/* The queue of @type that @file uses: its m2m context's, or the node's own. */
+static struct vb2_queue *vb2r_file_queue(struct file *file, u32 type)
+{
+	struct video_device *vdev = video_devdata(file);
+	struct v4l2_fh *fh = test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags) ?
+		file->private_data : NULL;
+
+	if (fh && fh->m2m_ctx)
+		return v4l2_m2m_get_vq(fh->m2m_ctx, type);
+	if (vdev->queue && vdev->queue->type == type)
+		return vdev->queue;
+	return NULL;
+}
+
+static void vb2r_call_init(struct vb2r_call *c, enum vb2r_op op, struct file *file, u32 type)
+{
+	memset(c, 0, sizeof(*c));
+	c->op = op;
+	c->file = file;
+	c->type = type;
+	c->fd = -1;
+	c->q = vb2r_file_queue(file, type);
+}
+
+/*
+ * The wrappers. Each one: find our tables, let Rust act before the original (it may refuse),
+ * run the original, let Rust act on the result. A wrapper that finds no table (impossible, see
+ * vb2r_enter()) fails the call rather than guessing an operation to run.
+ */
+#define VB2R_WRAP(name, member, argtype, fill)					\
+static int vb2r_w_##name(struct file *file, void *priv, argtype arg)		\
+{										\
+	struct vb2r_hooks *h = vb2r_enter(file);				\
+	struct vb2r_call c;							\
+	int ret;								\
+										\
+	if (WARN_ON_ONCE(!h)) {							\
+		vb2r_exit_call();						\
+		return -ENODEV;							\
+	}									\
+	fill;									\
+	ret = vb2r_rs_pre(h->rs_node, &c);					\
+	if (!ret) {								\
+		ret = h->orig_ops->member(file, priv, arg);			\
+		vb2r_fill_after_##name(&c, arg);				\
+		vb2r_rs_post(h->rs_node, &c, ret);				\
+	}									\
+	vb2r_exit_call();							\
+	return ret;								\
+}
+
+static void vb2r_fill_buffer(struct vb2r_call *c, const struct v4l2_buffer *b)
+{
+	u32 p;
+
+	c->index = b->index;
+	c->memory = b->memory;
+	c->flags = b->flags;
+	if (b->memory != V4L2_MEMORY_DMABUF)
+		return;
+	if (V4L2_TYPE_IS_MULTIPLANAR(b->type)) {
+		/* video_usercopy() has copied the planes array into the kernel. */
+		c->nplanes = min_t(u32, b->length, VB2R_MAX_PLANES);
+		for (p = 0; p < c->nplanes; p++)
+			c->fds[p] = b->m.planes[p].m.fd;
+	} else {
+		c->nplanes = 1;
+		c->fds[0] = b->m.fd;
+	}
+}
+
+static inline void vb2r_fill_after_reqbufs(struct vb2r_call *c, struct v4l2_requestbuffers *rb)
+{
+	c->count = rb->count;
+}
+
+static inline void vb2r_fill_after_create_bufs(struct vb2r_call *c, struct v4l2_create_buffers *cb)
+{
+	c->index = cb->index;
+	c->count = cb->count;
+}
+
+static inline void vb2r_fill_after_remove_bufs(struct vb2r_call *c, struct v4l2_remove_buffers *rb)
+{
+}
+
+static inline void vb2r_fill_after_qbuf(struct vb2r_call *c, struct v4l2_buffer *b)
+{
+}
+
+static inline void vb2r_fill_after_dqbuf(struct vb2r_call *c, struct v4l2_buffer *b)
+{
+	c->index = b->index;
+	c->flags = b->flags;
+}
+
+static inline void vb2r_fill_after_expbuf(struct vb2r_call *c, struct v4l2_exportbuffer *eb)
+{
+	c->fd = eb->fd;
+}
+
+static inline void vb2r_fill_after_streamoff(struct vb2r_call *c, enum v4l2_buf_type t)
+{
+}
+
+VB2R_WRAP(reqbufs, vidioc_reqbufs, struct v4l2_requestbuffers *,
+	  (vb2r_call_init(&c, VB2R_OP_REQBUFS, file, arg->type),
+	   c.count = arg->count, c.memory = arg->memory))
+VB2R_WRAP(create_bufs, vidioc_create_bufs, struct v4l2_create_buffers *,
+	  (vb2r_call_init(&c, VB2R_OP_CREATE_BUFS, file, arg->format.type),
+	   c.memory = arg->memory))
+VB2R_WRAP(remove_bufs, vidioc_remove_bufs, struct v4l2_remove_buffers *,
+	  (vb2r_call_init(&c, VB2R_OP_REMOVE_BUFS, file, arg->type),
+	   c.index = arg->index, c.count = arg->count))
+VB2R_WRAP(qbuf, vidioc_qbuf, struct v4l2_buffer *,
+	  (vb2r_call_init(&c, VB2R_OP_QBUF, file, arg->type), vb2r_fill_buffer(&c, arg)))
+VB2R_WRAP(dqbuf, vidioc_dqbuf, struct v4l2_buffer *,
+	  (vb2r_call_init(&c, VB2R_OP_DQBUF, file, arg->type), c.memory = arg->memory))
+VB2R_WRAP(expbuf, vidioc_expbuf, struct v4l2_exportbuffer *,
+	  (vb2r_call_init(&c, VB2R_OP_EXPBUF, file, arg->type),
+	   c.index = arg->index, c.plane = arg->plane))
+VB2R_WRAP(streamoff, vidioc_streamoff, enum v4l2_buf_type,
+	  vb2r_call_init(&c, VB2R_OP_STREAMOFF, file, arg))
+
+static int vb2r_w_release(struct file *file)
+{
+	struct vb2r_hooks *h = vb2r_enter(file);
+	struct video_device *vdev = video_devdata(file);
+	struct v4l2_fh *fh = test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags) ?
+		file->private_data : NULL;
+	struct vb2r_call c;
+	int ret;
+
+	if (WARN_ON_ONCE(!h)) {
+		vb2r_exit_call();
+		return 0;
+	}
+	memset(&c, 0, sizeof(c));
+	c.op = VB2R_OP_RELEASE;
+	c.file = file;
+	c.fd = -1;
+	if (fh && fh->m2m_ctx) {
+		/* The context and its queues die with this file. */
+		c.q = v4l2_m2m_get_dst_vq(fh->m2m_ctx);
+		c.owner = 1;
+	} else if (vdev->queue && V4L2_TYPE_IS_CAPTURE(vdev->queue->type)) {
+		/* vb2_fop_release() frees the buffers only when this file owns the queue. */
+		c.q = vdev->queue;
+		c.owner = fh && vdev->queue->owner == fh;
+	}
+	if (c.q)
+		c.type = c.q->type;
+	/* A release cannot be refused: Rust's pre only marks the queue as being cancelled. */
+	(void)vb2r_rs_pre(h->rs_node, &c);
+	ret = h->orig_fops->release ? h->orig_fops->release(file) : 0;
+	vb2r_rs_post(h->rs_node, &c, ret);
+	vb2r_exit_call();
+	return ret;
+}
+
+struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node)
+{
+	struct vb2r_hooks *h;
+
+	mutex_lock(&vb2r_hooks_mutex);
+	list_for_each_entry(h, &vb2r_hooks_list, list) {
+		if (h->vdev == vdev)
+			goto fill;
+	}
+	h = kzalloc(sizeof(*h), GFP_KERNEL);
+	if (!h) {
+		mutex_unlock(&vb2r_hooks_mutex);
+		return NULL;
+	}
+	h->vdev = vdev;
+	list_add_tail_rcu(&h->list, &vb2r_hooks_list);
+fill:
+	/* Not installed here (vdev points at the driver's tables), so nothing reads ours now. */
+	h->rs_node = rs_node;
+	h->orig_fops = vdev->fops;
+	h->orig_ops = vdev->ioctl_ops;
+	h->fops = *vdev->fops;
+	h->ops = *vdev->ioctl_ops;
+	if (h->fops.release)
+		h->fops.release = vb2r_w_release;
+#define VB2R_HOOK(member, name) do {					\
+		if (h->ops.member)					\
+			h->ops.member = vb2r_w_##name;			\
+	} while (0)
+	VB2R_HOOK(vidioc_reqbufs, reqbufs);
+	VB2R_HOOK(vidioc_create_bufs, create_bufs);
+	VB2R_HOOK(vidioc_remove_bufs, remove_bufs);
+	VB2R_HOOK(vidioc_qbuf, qbuf);
+	VB2R_HOOK(vidioc_dqbuf, dqbuf);
+	VB2R_HOOK(vidioc_expbuf, expbuf);
+	VB2R_HOOK(vidioc_streamoff, streamoff);
+#undef VB2R_HOOK
+	mutex_unlock(&vb2r_hooks_mutex);
+	return h;
+}
+
+void vb2r_hooks_install(struct vb2r_hooks *h)
+{
+	/* Publish the fully written tables before the pointers that lead to them. */
+	smp_wmb();
+	WRITE_ONCE(h->vdev->ioctl_ops, &h->ops);
+	WRITE_ONCE(h->vdev->fops, &h->fops);
+}
+
+void vb2r_hooks_remove(struct vb2r_hooks *h)
+{
+	WRITE_ONCE(h->vdev->fops, h->orig_fops);
+	WRITE_ONCE(h->vdev->ioctl_ops, h->orig_ops);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Nodes.
+ */
+
+static bool vb2r_is_video_chrdev(struct inode *inode)
+{
+	return S_ISCHR(inode->i_mode) && imajor(inode) == VIDEO_MAJOR;
+}
+
+/* Checks @file is a hookable node and pins it; on failure returns NULL with *err set. */
+static struct video_device *vb2r_vdev_get(struct file *file, int *err)
+{
+	struct video_device *vdev;
+	u32 caps;
+
+	if (!vb2r_is_video_chrdev(file_inode(file))) {
+		*err = -ENOTTY;
+		return NULL;
+	}
+	vdev = video_devdata(file);
+	caps = vdev->device_caps;
+	if (vdev->vfl_type != VFL_TYPE_VIDEO ||
+	    !(caps & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE |
+		      V4L2_CAP_VIDEO_M2M | V4L2_CAP_VIDEO_M2M_MPLANE)) ||
+	    !(caps & V4L2_CAP_STREAMING) || !vdev->ioctl_ops || !vdev->fops ||
+	    !vdev->ioctl_ops->vidioc_qbuf || !vdev->ioctl_ops->vidioc_dqbuf) {
+		*err = -EINVAL;
+		return NULL;
+	}
+	if (!video_is_registered(vdev) || !try_module_get(vdev->fops->owner)) {
+		*err = -ENODEV;
+		return NULL;
+	}
+	get_device(&vdev->dev);
+	return vdev;
+}
+
+struct video_device *vb2r_vdev_get_from_fd(int fd, int *err)
+{
+	struct video_device *vdev;
+	struct fd f = fdget(fd);
+
+	if (!fd_file(f)) {
+		*err = -EBADF;
+		return NULL;
+	}
+	vdev = vb2r_vdev_get(fd_file(f), err);
+	fdput(f);
+	return vdev;
+}
+
+struct video_device *vb2r_vdev_get_from_path(const char *path, int *err)
+{
+	struct video_device *vdev;
+	struct path p;
+	struct file *file;
+	bool video;
+
+	*err = kern_path(path, LOOKUP_FOLLOW, &p);
+	if (*err)
+		return NULL;
+	video = vb2r_is_video_chrdev(d_inode(p.dentry));
+	path_put(&p);
+	if (!video) {
+		*err = -ENOTTY;
+		return NULL;
+	}
+	file = filp_open(path, O_RDWR | O_NONBLOCK, 0);
+	if (IS_ERR(file)) {
+		*err = PTR_ERR(file);
+		return NULL;
+	}
+	vdev = vb2r_vdev_get(file, err);
+	filp_close(file, NULL);
+	return vdev;
+}
+
+void vb2r_vdev_put(struct video_device *vdev)
+{
+	struct module *owner = vdev->fops == NULL ? NULL : vdev->fops->owner;
+	struct vb2r_hooks *h;
+
+	/* While hooked, vdev->fops is our copy; its owner field is the driver's. */
+	mutex_lock(&vb2r_hooks_mutex);
+	list_for_each_entry(h, &vb2r_hooks_list, list)
+		if (h->vdev == vdev && h->orig_fops)
+			owner = h->orig_fops->owner;
+	mutex_unlock(&vb2r_hooks_mutex);
+	put_device(&vdev->dev);
+	module_put(owner);
+}
+
+void vb2r_vdev_name(struct video_device *vdev, char *buf, size_t len)
+{
+	strscpy(buf, video_device_node_name(vdev), len);
+}
+
+void vb2r_vdev_driver(struct video_device *vdev, char *buf, size_t len)
+{
+	struct device *parent = vdev->dev.parent;
+
+	if (parent && parent->driver && parent->driver->name)
+		strscpy(buf, parent->driver->name, len);
+	else if (vdev->fops && vdev->fops->owner)
+		strscpy(buf, module_name(vdev->fops->owner), len);
+	else
+		strscpy(buf, "", len);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Queues and buffers.
+ */
+
+u32 vb2r_queue_max_buffers(struct vb2_queue *q)
+{
+	return q->max_num_buffers;
+}
+
+void vb2r_buffer_info(struct vb2_buffer *vb, u32 *index, u32 *state)
+{
+	*index = vb->index;
+	switch (vb->state) {
+	case VB2_BUF_STATE_DONE:
+		*state = VB2R_BUF_DONE;
+		break;
+	case VB2_BUF_STATE_ERROR:
+		*state = VB2R_BUF_ERROR;
+		break;
+	case VB2_BUF_STATE_QUEUED:
+		*state = VB2R_BUF_QUEUED;
+		break;
+	default:
+		*state = VB2R_BUF_OTHER;
+		break;
+	}
+}
+
+u32 vb2r_buffer_planes(struct vb2_queue *q, u32 index)
+{
+	struct vb2_buffer *vb = vb2_get_buffer(q, index);
+
+	return vb ? vb->num_planes : 0;
+}
+
+struct dma_buf *vb2r_buffer_imported_dmabuf(struct vb2_queue *q, u32 index, u32 plane)
+{
+	struct vb2_buffer *vb = vb2_get_buffer(q, index);
+	struct dma_buf *dbuf;
+
+	if (!vb || q->memory != VB2_MEMORY_DMABUF || plane >= vb->num_planes)
+		return NULL;
+	dbuf = vb->planes[plane].dbuf;
+	if (dbuf)
+		get_dma_buf(dbuf);
+	return dbuf;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * dma-buf, dma_resv, dma_fence.
+ */
+
+struct dma_buf *vb2r_dmabuf_get(int fd)
+{
+	struct dma_buf *dmabuf = dma_buf_get(fd);
+
+	return IS_ERR(dmabuf) ? NULL : dmabuf;
+}
+
+struct dma_buf *vb2r_dmabuf_get_export(int fd, struct vb2_queue *q, u32 index, u32 plane)
+{
+	struct vb2_buffer *vb = vb2_get_buffer(q, index);
+	struct dma_buf *dmabuf;
+
+	if (!vb || plane >= vb->num_planes)
+		return NULL;
+	dmabuf = vb2r_dmabuf_get(fd);
+	if (dmabuf && dmabuf->priv != vb->planes[plane].mem_priv) {
+		dma_buf_put(dmabuf);
+		return NULL;
+	}
+	return dmabuf;
+}
+
+void vb2r_dmabuf_put(struct dma_buf *dmabuf)
+{
+	dma_buf_put(dmabuf);
+}
+
+struct vb2r_fence {
+	struct dma_fence base;	/* first: the default release kfree_rcu()s the dma_fence pointer */
+	spinlock_t lock;
+	char timeline[48];
+};
+
+static const char *vb2r_fence_driver_name(struct dma_fence *f)
+{
+	return "vb2_resv";
+}
+
+static const char *vb2r_fence_timeline_name(struct dma_fence *f)
+{
+	return container_of(f, struct vb2r_fence, base)->timeline;
+}
+
+/* No .release and no .wait: on 6.17+ the core detaches these ops when the fence signals. */
+static const struct dma_fence_ops vb2r_fence_ops = {
+	.get_driver_name = vb2r_fence_driver_name,
+	.get_timeline_name = vb2r_fence_timeline_name,
+};
+
+u64 vb2r_fence_context(void)
+{
+	return dma_fence_context_alloc(1);
+}
+
+struct dma_fence *vb2r_fence_create(u64 context, u64 seqno, const char *timeline)
+{
+	struct vb2r_fence *f = kzalloc(sizeof(*f), GFP_KERNEL);
+
+	if (!f)
+		return NULL;
+#if !VB2R_FENCE_OPS_DETACH_ON_SIGNAL
+	{
+		static atomic_t pinned = ATOMIC_INIT(0);
+
+		if (!atomic_xchg(&pinned, 1))
+			__module_get(THIS_MODULE);
+	}
+#endif
+	spin_lock_init(&f->lock);
+	strscpy(f->timeline, timeline, sizeof(f->timeline));
+	dma_fence_init(&f->base, &vb2r_fence_ops, &f->lock, context, seqno);
+	return &f->base;
+}
+
+int vb2r_fence_attach(struct dma_buf *dmabuf, struct dma_fence *fence)
+{
+	int ret;
+
+	ret = dma_resv_lock(dmabuf->resv, NULL);
+	if (ret)
+		return ret;
+	ret = dma_resv_reserve_fences(dmabuf->resv, 1);
+	if (!ret)
+		dma_resv_add_fence(dmabuf->resv, fence, DMA_RESV_USAGE_WRITE);
+	dma_resv_unlock(dmabuf->resv);
+	return ret;
+}
+
+void vb2r_fence_signal(struct dma_fence *fence, int error)
+{
+	bool cookie = dma_fence_begin_signalling();
+
+	if (error && !dma_fence_is_signaled(fence))
+		dma_fence_set_error(fence, error);
+	dma_fence_signal(fence);
+	dma_fence_end_signalling(cookie);
+}
+
+struct dma_fence *vb2r_fence_get(struct dma_fence *fence)
+{
+	return dma_fence_get(fence);
+}
+
+void vb2r_fence_put(struct dma_fence *fence)
+{
+	dma_fence_put(fence);
+}
+
+bool vb2r_fence_signaled(struct dma_fence *fence)
+{
+	return dma_fence_is_signaled(fence);
+}
+
+u64 vb2r_ktime_ns(void)
+{
+	return ktime_get_ns();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Registration.
+ */
+
+static void vb2r_probe_buf_done(void *data, struct vb2_queue *q, struct vb2_buffer *vb)
+{
+	vb2r_rs_buf_done(data, q, vb);
+}
+
+int vb2r_glue_init(void *rs_ctx)
+{
+	vb2r_ctx = rs_ctx;
+	return register_trace_vb2_buf_done(vb2r_probe_buf_done, rs_ctx);
+}
+
+void vb2r_glue_exit(void)
+{
+	struct vb2r_hooks *h, *tmp;
+	unsigned long waited = 0;
+
+	unregister_trace_vb2_buf_done(vb2r_probe_buf_done, vb2r_ctx);
+	tracepoint_synchronize_unregister();
+	/* A task may have read our function pointer just before the tables were restored. */
+	synchronize_rcu_tasks();
+	while (!wait_event_timeout(vb2r_inflight_wq, atomic_read(&vb2r_inflight) == 0, 5 * HZ)) {
+		waited += 5;
+		pr_info("vb2_resv: unload waits for %d hooked ioctl(s) still running (%lu s)\n",
+			atomic_read(&vb2r_inflight), waited);
+	}
+	/* No wrapper runs and none can start (no table is installed): nothing reads the list. */
+	mutex_lock(&vb2r_hooks_mutex);
+	list_for_each_entry_safe(h, tmp, &vb2r_hooks_list, list) {
+		list_del(&h->list);
+		kfree(h);
+	}
+	mutex_unlock(&vb2r_hooks_mutex);
+	/* Let call_rcu callbacks and RCU readers of our fences' ops finish before the text goes. */
+	synchronize_rcu();
 }

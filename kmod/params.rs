@@ -32,6 +32,25 @@ impl Mode {
         }
     }
 
+    /// A stable number for this mode (the misc device's VB2_RESV_IOC_{GET,SET}_MODE values).
+    pub(crate) fn index(self) -> u32 {
+        match self {
+            Mode::Off => 0,
+            Mode::Dqbuf => 1,
+            Mode::Queue => 2,
+        }
+    }
+
+    /// The mode numbered `i` by [`Mode::index`] (an unknown number reads as `Off`).
+    pub(crate) fn from_index(i: u32) -> Mode {
+        Self::try_from_index(i).unwrap_or(Mode::Off)
+    }
+
+    /// The mode numbered `i`, if there is one.
+    pub(crate) fn try_from_index(i: u32) -> Option<Mode> {
+        Self::ALL.iter().map(|(m, _)| *m).find(|m| m.index() == i)
+    }
+
     /// Parses `off`, `dqbuf` or `queue` (surrounding white space ignored).
     pub(crate) fn parse(text: &[u8]) -> Option<Mode> {
         let text = trim(text);
@@ -57,6 +76,22 @@ pub(crate) enum AttachError<'a> {
     BadDriverName(&'a [u8]),
     /// More entries than [`MAX_TARGETS`].
     TooMany,
+}
+
+/// How many `/dev/videoN` nodes a driver-name entry of `attach=` looks through.
+pub(crate) const MAX_VIDEO_NODES: u32 = 64;
+
+/// Why a node could not be attached, for the log line (`errno` negative).
+pub(crate) fn why(errno: i32) -> &'static str {
+    match -errno {
+        2 => "no such file",
+        19 => "the driver is going away",
+        22 => "a V4L2 node, but not a video capture or mem2mem node driven by videobuf2",
+        25 => "not a V4L2 video node",
+        9 => "not an open file",
+        16 => "already attached",
+        _ => "cannot open it",
+    }
 }
 
 /// The most entries `attach=` takes.
@@ -131,6 +166,14 @@ mod tests {
         assert_eq!(Mode::parse(b"Queue"), None);
         assert_eq!(Mode::parse(b"queued"), None);
         assert_eq!(Mode::parse(b"1"), None);
+    }
+
+    #[test]
+    fn mode_numbers_round_trip() {
+        for (mode, _) in Mode::ALL {
+            assert_eq!(Mode::try_from_index(mode.index()), Some(mode));
+        }
+        assert_eq!(Mode::try_from_index(3), None);
     }
 
     #[test]

@@ -19,20 +19,33 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mkdir -p /tmp/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vb2rout /tmp/out
 
-# Our kernel's modules, where modprobe looks for them.
-mount -t tmpfs tmpfs /lib/modules
-mkdir -p "/lib/modules/$VB2R_KREL"
-mount --bind "$VB2R_MODDIR" "/lib/modules/$VB2R_KREL"
+# Our kernel's modules are under VB2R_MODROOT: scripts/guest/modprobe points modprobe there, for
+# the tests and for the kernel's own request_module() calls.
+export VB2R_MODROOT
+mkdir -p /tmp/bin
+ln -s "$VB2R_REPO/scripts/guest/modprobe" /tmp/bin/modprobe
+export PATH=/tmp/bin:$PATH
+echo /tmp/bin/modprobe >/proc/sys/kernel/modprobe
 
 echo "guest: kernel $(uname -r), job ${VB2R_JOB}"
 case "$VB2R_JOB" in
 suite) "$VB2R_REPO/scripts/guest/runner.sh" 2>&1 | tee /tmp/out/runner.log ;;
 demo) "$VB2R_REPO/scripts/guest/demo.sh" 2>&1 | tee /tmp/out/demo.log ;;
-shell) bash -i </dev/console >/dev/console 2>&1 ;;
+script) bash /tmp/out/job.sh 2>&1 | tee /tmp/out/job.log ;;
 *) echo "guest: unknown job '$VB2R_JOB'" ;;
 esac
 
 dmesg >/tmp/out/dmesg.txt
+# kmemleak: objects younger than 5 s are not reported; scan twice, as its documentation advises.
+if [ -w /sys/kernel/debug/kmemleak ] && [ "$VB2R_JOB" = suite ]; then
+	sleep 5
+	t0=$(date +%s)
+	echo scan >/sys/kernel/debug/kmemleak
+	echo scan >/sys/kernel/debug/kmemleak
+	cat /sys/kernel/debug/kmemleak >/tmp/out/kmemleak.txt
+	echo "guest: kmemleak scans took $(($(date +%s) - t0)) s"
+	dmesg >/tmp/out/dmesg.txt
+fi
 touch /tmp/out/guest-done
 sync
 umount /tmp/out

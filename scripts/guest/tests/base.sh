@@ -21,10 +21,14 @@ t_guest_drivers() {
 	[ -z "$found" ] && found=$(ls /dev/dri/renderD* 2>/dev/null | head -n 1)
 	[ -n "$found" ] && [ -c "$found" ] || fail "no vgem render node under /dev/dri"
 	echo "render node: $found"
-	# Each V4L2 driver registered a node under its own name.
+	# Each V4L2 driver registered a video node of its own (the node's device is bound to it).
 	for m in visl vivid vim2m vicodec; do
-		grep -l . /sys/class/video4linux/video*/name >/dev/null
-		grep -qs -i "$m" /sys/class/video4linux/video*/name || fail "no video node named after $m"
+		local n hit=""
+		for n in /sys/class/video4linux/video*; do
+			[ "$(basename "$(readlink -f "$n/device/driver")")" = "$m" ] && hit=$n
+		done
+		[ -n "$hit" ] || fail "no video node of driver $m"
+		echo "$m: /dev/$(basename "$hit") ($(cat "$hit/name"))"
 	done
 }
 
