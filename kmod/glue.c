@@ -34,14 +34,16 @@ MODULE_IMPORT_NS(DMA_BUF);
 #endif
 
 /*
- * Until 6.17 a signaled fence keeps its ops pointer, and dma_fence_driver_name() & co. call
- * through it for as long as the fence exists (a dma-buf's resv can keep it for as long as the
- * buffer lives). Since then the core detaches ops without .release/.wait at signal time
- * (dma_fence_signal_timestamp_locked()), so the module may go once its fences are signaled and an
- * RCU grace period has passed. On older kernels the module pins itself when it creates its first
- * fence: rmmod then refuses with -EBUSY instead of leaving dangling ops behind.
+ * A fence outlives the module that issued it: a dma-buf's resv keeps it as long as the buffer
+ * lives. It is independent of us only if (a) the core detaches its ops when it signals
+ * (dma_fence_signal_timestamp_locked() clears fence->ops when there is no .release and no .wait)
+ * and (b) its spinlock is the fence's inline lock (a lock of ours would carry a lockdep class whose
+ * key and name live in our module). 7.2 and 7.3 have both (checked in Debian's sources); 6.12 has
+ * neither; 7.0 and 7.1 were not checked and are treated as old. On old kernels the module pins
+ * itself when it creates its first fence: rmmod then answers -EBUSY instead of leaving fences that
+ * point into freed module memory.
  */
-#define VB2R_FENCE_OPS_DETACH_ON_SIGNAL (LINUX_VERSION_CODE >= KERNEL_VERSION(6, 17, 0))
+#define VB2R_FENCE_INDEPENDENT (LINUX_VERSION_CODE >= KERNEL_VERSION(7, 2, 0))
 
 const char *vb2r_version(void)
 {
@@ -122,8 +124,10 @@ static struct vb2_queue *vb2r_file_queue(struct file *file, u32 type)
 	struct v4l2_fh *fh = test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags) ?
 		file->private_data : NULL;
 
+	/* The static inline accessors: no symbol dependency on v4l2-mem2mem.ko. */
 	if (fh && fh->m2m_ctx)
-		return v4l2_m2m_get_vq(fh->m2m_ctx, type);
+		return V4L2_TYPE_IS_OUTPUT(type) ? v4l2_m2m_get_src_vq(fh->m2m_ctx) :
+						   v4l2_m2m_get_dst_vq(fh->m2m_ctx);
 	if (vdev->queue && vdev->queue->type == type)
 		return vdev->queue;
 	return NULL;
@@ -520,7 +524,9 @@ void vb2r_dmabuf_put(struct dma_buf *dmabuf)
 
 struct vb2r_fence {
 	struct dma_fence base;	/* first: the default release kfree_rcu()s the dma_fence pointer */
-	spinlock_t lock;
+#if !VB2R_FENCE_INDEPENDENT
+	spinlock_t lock;	/* old kernels have no inline fence lock (the module is pinned) */
+#endif
 	char timeline[48];
 };
 
@@ -534,7 +540,7 @@ static const char *vb2r_fence_timeline_name(struct dma_fence *f)
 	return container_of(f, struct vb2r_fence, base)->timeline;
 }
 
-/* No .release and no .wait: on 6.17+ the core detaches these ops when the fence signals. */
+/* No .release and no .wait: on 7.2+ the core detaches these ops when the fence signals. */
 static const struct dma_fence_ops vb2r_fence_ops = {
 	.get_driver_name = vb2r_fence_driver_name,
 	.get_timeline_name = vb2r_fence_timeline_name,
@@ -551,17 +557,20 @@ struct dma_fence *vb2r_fence_create(u64 context, u64 seqno, const char *timeline
 
 	if (!f)
 		return NULL;
-#if !VB2R_FENCE_OPS_DETACH_ON_SIGNAL
+	strscpy(f->timeline, timeline, sizeof(f->timeline));
+#if VB2R_FENCE_INDEPENDENT
+	/* NULL: the fence's inline lock, whose lockdep class belongs to the core. */
+	dma_fence_init(&f->base, &vb2r_fence_ops, NULL, context, seqno);
+#else
 	{
 		static atomic_t pinned = ATOMIC_INIT(0);
 
 		if (!atomic_xchg(&pinned, 1))
 			__module_get(THIS_MODULE);
 	}
-#endif
 	spin_lock_init(&f->lock);
-	strscpy(f->timeline, timeline, sizeof(f->timeline));
 	dma_fence_init(&f->base, &vb2r_fence_ops, &f->lock, context, seqno);
+#endif
 	return &f->base;
 }
 

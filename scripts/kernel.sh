@@ -9,7 +9,7 @@
 # friends stay bookworm's). 6.12 is bookworm's own linux-source-6.12.
 #
 # The build lands in $CACHE/kbuild/<version>-<key>, where <key> hashes the exact source package
-# version, our config fragments, this script and the compiler/rustc/bindgen versions. A second run
+# version, our config fragments, KEY_REV and the compiler/rustc/bindgen/libclang versions. A second run
 # with the same inputs finds the `.done` stamp and does nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,34 +27,18 @@ case "$KERNEL" in
 esac
 PKG=linux-source-$KERNEL
 
-# --- a private apt view of the suite we need, so that the system's sources stay untouched ---
-APTX=$CACHE/apt-$SUITE
-aptx() {
-	local tool=$1
-	shift
-	"$tool" -o Dir::Etc::SourceList="$APTX/sources.list" -o Dir::Etc::SourceParts=/dev/null \
-		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" "$@"
-}
-aptx_setup() {
-	mkdir -p "$APTX/lists/partial" "$APTX/cache/archives/partial"
-	local key=/usr/share/keyrings/debian-archive-keyring.gpg
-	[ "$SUITE" = trixie-backports ] && key=/usr/share/keyrings/debian-archive-trixie-automatic.gpg
-	echo "deb [signed-by=$key] http://deb.debian.org/debian $SUITE main" >"$APTX/sources.list"
-	# Refresh at most once a day.
-	if [ -z "$(find "$APTX/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
-		aptx apt-get update -qq >/dev/null
-	fi
-}
-aptx_setup
+aptx_setup "$SUITE"
 SRC_VERSION=$(aptx apt-cache policy "$PKG" | awk '/Candidate:/ {print $2}')
 [ -n "$SRC_VERSION" ] && [ "$SRC_VERSION" != "(none)" ] || die "$PKG is not available from $SUITE"
 
 # --- the cache key ---
 FRAGMENTS=("$REPO/kconfig/base.config" "$REPO/kconfig/debug.config")
 [ -f "$REPO/kconfig/$KERNEL.config" ] && FRAGMENTS+=("$REPO/kconfig/$KERNEL.config")
+# Bump KEY_REV when this script changes what it builds (not for refactors).
+KEY_REV=1
 key=$({
-	echo "$PKG $SRC_VERSION"
-	cat "${FRAGMENTS[@]}" "$0" "$here/kconfig-check.sh"
+	echo "$PKG $SRC_VERSION rev $KEY_REV"
+	cat "${FRAGMENTS[@]}"
 	gcc --version | head -1
 	rustc --version
 	bindgen --version
@@ -76,7 +60,7 @@ SRC=$CACHE/src/$PKG-$SRC_VERSION
 if [ ! -f "$SRC/.extracted" ]; then
 	log "fetching $PKG $SRC_VERSION from $SUITE"
 	tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
-	(cd "$tmp" && aptx apt-get download -qq "$PKG=$SRC_VERSION")
+	(cd "$tmp" && aptx apt-get download -qq "$PKG=$SRC_VERSION" 2>/dev/null)
 	dpkg -x "$tmp"/*.deb "$tmp/x"
 	rm -rf "$SRC"
 	mkdir -p "$SRC"

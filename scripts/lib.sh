@@ -11,3 +11,25 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- a private apt view of one Debian suite, so that the system's sources stay untouched ---
+# aptx_setup SUITE, then: aptx apt-get download PKG / aptx apt-cache policy PKG.
+# Packages from another suite are only ever downloaded and unpacked this way, never installed.
+aptx_setup() {
+	APTX_SUITE=$1
+	APTX=$CACHE/apt-$APTX_SUITE
+	mkdir -p "$APTX/lists/partial" "$APTX/cache/archives/partial"
+	local key=/usr/share/keyrings/debian-archive-keyring.gpg
+	case "$APTX_SUITE" in trixie*) key=/usr/share/keyrings/debian-archive-trixie-automatic.gpg ;; esac
+	echo "deb [signed-by=$key] http://deb.debian.org/debian $APTX_SUITE main" >"$APTX/sources.list"
+	# Refresh at most once a day.
+	if [ -z "$(find "$APTX/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
+		aptx apt-get update -qq >/dev/null
+	fi
+}
+aptx() {
+	local tool=$1
+	shift
+	"$tool" -o Dir::Etc::SourceList="$APTX/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" "$@"
+}

@@ -55,5 +55,26 @@ if ! bindgen --version 2>/dev/null | grep -q "bindgen $BINDGEN_VERSION"; then
 	else log "cargo: installing bindgen-cli $BINDGEN_VERSION"; cargo install bindgen-cli --locked --version "$BINDGEN_VERSION"; fi
 fi
 
+# Kernel UAPI headers newer than bookworm's 6.1 ones: v4l2r runs bindgen on videodev2.h at build
+# time and needs the stateless-codec controls of recent kernels. Debian's linux-libc-dev from
+# trixie-backports (the headers of the kernel we test on) is downloaded and unpacked into the cache,
+# never installed; .cargo/config.toml points v4l2r's build at $CACHE/uapi.
+if [ ! -f "$CACHE/uapi/include/linux/v4l2-controls.h" ] || ! grep -q V4L2_CID_STATELESS_AV1_SEQUENCE "$CACHE/uapi/include/linux/v4l2-controls.h"; then
+	if [ $check_only = 1 ]; then echo "missing: UAPI headers in $CACHE/uapi"; missing+=(uapi)
+	else
+		aptx_setup trixie-backports
+		log "fetching linux-libc-dev from trixie-backports for the UAPI headers"
+		tmp=$(mktemp -d)
+		(cd "$tmp" && aptx apt-get download -qq linux-libc-dev 2>/dev/null)
+		dpkg -x "$tmp"/linux-libc-dev_*.deb "$tmp/x"
+		rm -rf "$CACHE/uapi.new"
+		mkdir -p "$CACHE/uapi.new/include"
+		cp -a "$tmp/x/usr/include/linux" "$tmp/x/usr/include/asm-generic" "$CACHE/uapi.new/include/"
+		cp -a "$tmp/x/usr/include/$(gcc -dumpmachine)/asm" "$CACHE/uapi.new/include/asm"
+		rm -rf "$CACHE/uapi" "$tmp"
+		mv "$CACHE/uapi.new" "$CACHE/uapi"
+	fi
+fi
+
 if [ $check_only = 1 ] && [ ${#missing[@]} -gt 0 ]; then exit 1; fi
 log "toolchain ready: $(rustc --version), $(bindgen --version 2>/dev/null), libclang $(ls -d /usr/lib/llvm-19 2>/dev/null)"

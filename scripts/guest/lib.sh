@@ -26,7 +26,18 @@ cleanup_modules() {
 	return 0
 }
 
+# insmod does not resolve dependencies: videobuf2_common (its vb2_buf_done tracepoint) first.
 insmod_vb2r() {
 	[ -n "$KO" ] && [ -f "$KO" ] || fail "vb2_resv.ko not built (VB2R_KO='$KO')"
+	modprobe videobuf2_common || fail "modprobe videobuf2_common"
 	insmod "$KO" "$@"
+}
+
+# vb2r_counter NAME: a counter from the first node file in /sys/kernel/debug/vb2_resv/.
+vb2r_counter() {
+	local f
+	for f in /sys/kernel/debug/vb2_resv/video*; do
+		sed -n "s/^$1: \([0-9]*\).*/\1/p" "$f"
+		return
+	done
 }

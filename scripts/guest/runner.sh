@@ -13,6 +13,21 @@ SUITE=(
 	guest.drivers
 	kmod.load-unload
 	kmod.bad-param
+	kmod.kunit
+	fence.absent-without-module
+	fence.vivid.queued
+	fence.vim2m.queued
+	fence.multi-export
+	fence.dmabuf-import
+	fence.gpu-consumer
+	fence.error
+	fence.cancel
+	fence.mode-dqbuf
+	fence.mode-off
+	kmod.unload-while-streaming
+	kmod.cycles
+	compliance.vivid
+	compliance.vim2m
 )
 if [ -n "${VB2R_TESTS:-}" ]; then IFS=, read -r -a SUITE <<<"$VB2R_TESTS"; fi
 

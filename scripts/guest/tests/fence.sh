@@ -1,0 +1,139 @@
+# The module's semantics, checked the way a consumer sees them (vb2r-qtest does the V4L2 and
+# dma-buf work; see userspace/src/bin/vb2r-qtest.rs).
+# shellcheck shell=bash
+
+t_fence_absent_without_module() {
+	load_drivers vivid || fail "modprobe vivid"
+	grep -q '^vb2_resv ' /proc/modules && fail "vb2_resv is loaded"
+	"$QTEST" absent
+}
+
+t_fence_vivid_queued() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	"$QTEST" queued --dev vivid
+}
+
+t_fence_vim2m_queued() {
+	# A transaction time of tens of ms, so that the fence is seen pending and poll blocks.
+	modprobe vim2m default_transtime=40 || fail "modprobe vim2m"
+	insmod_vb2r || fail "insmod"
+	# Attached at run time through /dev/vb2_resv (the other tests use the attach= parameter).
+	"$QTEST" --attach queued --dev vim2m
+}
+
+t_fence_multi_export() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	"$QTEST" multi-export
+}
+
+t_fence_dmabuf_import() {
+	load_drivers vivid || fail "modprobe vivid"
+	[ -c /dev/dma_heap/system ] || fail "no /dev/dma_heap/system"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	"$QTEST" dmabuf-import
+}
+
+t_fence_gpu_consumer() {
+	load_drivers vivid vgem || fail "modprobe vivid vgem"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	"$QTEST" gpu-consumer
+}
+
+t_fence_error() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	"$QTEST" error
+}
+
+t_fence_cancel() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	"$QTEST" cancel
+}
+
+t_fence_mode_dqbuf() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	# Switched at run time, without rmmod.
+	"$QTEST" --mode dqbuf mode-dqbuf || exit 1
+	# The fence attached at DQBUF is signaled before anyone sees it, so its names are gone by
+	# the time userspace looks (7.x): the module's own counters show it was there.
+	local n
+	n=$(vb2r_counter "fences attached")
+	cat /sys/kernel/debug/vb2_resv/video*
+	[ "${n:-0}" -gt 0 ] || fail "mode dqbuf attached no fence"
+	[ "$(vb2r_counter "pending now")" = 0 ] || fail "mode dqbuf left a fence pending"
+	rmmod vb2_resv
+	insmod_vb2r mode=dqbuf attach=vivid || fail "insmod mode=dqbuf"
+	"$QTEST" mode-dqbuf || exit 1
+	n=$(vb2r_counter "fences attached")
+	[ "${n:-0}" -gt 0 ] || fail "mode=dqbuf at load attached no fence"
+}
+
+t_fence_mode_off() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r mode=off attach=vivid || fail "insmod mode=off"
+	"$QTEST" mode-off || exit 1
+	cat /sys/kernel/debug/vb2_resv/video*
+	[ "$(vb2r_counter "fences attached")" = 0 ] || fail "mode off attached a fence"
+	# And back on, without rmmod.
+	"$QTEST" --mode queue queued --dev vivid
+}
+
+t_kmod_unload_while_streaming() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	dmesg_mark unload
+	"$QTEST" stream --seconds 8 >/tmp/stream.log 2>&1 &
+	local pid=$!
+	sleep 3
+	rmmod vb2_resv || fail "rmmod while streaming failed"
+	wait $pid
+	local rc=$?
+	cat /tmp/stream.log
+	[ $rc = 0 ] || fail "the stream failed (a fence pending at DQBUF, or the device broke)"
+	local fenced unfenced
+	fenced=$(sed -n 's/.*fenced \([0-9]*\) unfenced.*/\1/p' /tmp/stream.log)
+	unfenced=$(sed -n 's/.*unfenced \([0-9]*\).*/\1/p' /tmp/stream.log)
+	[ "${fenced:-0}" -gt 0 ] || fail "no QBUF was fenced before rmmod"
+	[ "${unfenced:-0}" -gt 0 ] || fail "streaming did not go on (unfenced) after rmmod"
+	dmesg_since unload | dmesg_complaints || fail "kernel complained"
+	return 0
+}
+
+t_kmod_cycles() {
+	load_drivers vivid || fail "modprobe vivid"
+	local i
+	dmesg_mark cycles
+	for i in $(seq 1 20); do
+		insmod_vb2r || fail "cycle $i: insmod"
+		"$QTEST" --attach stream --seconds 0.3 --detach >/tmp/cycle.log 2>&1 || { cat /tmp/cycle.log; fail "cycle $i: stream"; }
+		grep -q 'fenced [1-9]' /tmp/cycle.log || { cat /tmp/cycle.log; fail "cycle $i: nothing fenced"; }
+		rmmod vb2_resv || fail "cycle $i: rmmod"
+	done
+	echo "20 cycles done"
+	if [ -w /sys/kernel/debug/kmemleak ]; then
+		echo clear >/sys/kernel/debug/kmemleak
+		sleep 6
+		echo scan >/sys/kernel/debug/kmemleak
+		if grep -q 'vb2_resv\|vb2r_' /sys/kernel/debug/kmemleak; then
+			cat /sys/kernel/debug/kmemleak
+			fail "kmemleak reports objects from vb2_resv"
+		fi
+	fi
+	dmesg_since cycles | dmesg_complaints >/dev/null || { dmesg_since cycles | dmesg_complaints; fail "kernel complained"; }
+	return 0
+}
+
+t_kmod_kunit() {
+	[ -d /sys/kernel/debug/kunit ] || fail "no /sys/kernel/debug/kunit (CONFIG_KUNIT_DEBUGFS)"
+	insmod_vb2r || fail "insmod"
+	local r=/sys/kernel/debug/kunit/vb2_resv_params/results
+	[ -r "$r" ] || fail "no KUnit suite vb2_resv_params after insmod"
+	cat "$r"
+	grep -q '^not ok' "$r" && fail "a KUnit case failed"
+	grep -qE '^ok [0-9]+ vb2_resv_params' "$r" || fail "suite vb2_resv_params did not pass"
+	return 0
+}

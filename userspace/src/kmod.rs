@@ -1,0 +1,77 @@
+//! The `/dev/vb2_resv` control device (kmod/control.rs defines the same numbers).
+
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+
+pub const CONTROL_DEV: &str = "/dev/vb2_resv";
+const MAGIC: u8 = 0xf6;
+
+nix::ioctl_write_int_bad!(ioc_attach, nix::request_code_write!(MAGIC, 1, 4));
+nix::ioctl_write_int_bad!(ioc_detach, nix::request_code_write!(MAGIC, 2, 4));
+nix::ioctl_write_int_bad!(ioc_set_mode, nix::request_code_write!(MAGIC, 3, 4));
+nix::ioctl_read!(ioc_get_mode, MAGIC, 4, u32);
+
+/// The module's modes, numbered as `VB2_RESV_IOC_SET_MODE` takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Off = 0,
+    Dqbuf = 1,
+    Queue = 2,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "off" => Some(Mode::Off),
+            "dqbuf" => Some(Mode::Dqbuf),
+            "queue" => Some(Mode::Queue),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Dqbuf => "dqbuf",
+            Mode::Queue => "queue",
+        }
+    }
+}
+
+/// An open control device.
+pub struct Control(File);
+
+impl Control {
+    pub fn open() -> Result<Control> {
+        File::options()
+            .read(true)
+            .write(true)
+            .open(CONTROL_DEV)
+            .map(Control)
+            .with_context(|| format!("cannot open {CONTROL_DEV} (is vb2_resv loaded?)"))
+    }
+
+    /// Attaches the module to the video node `v4l2_fd` is open on.
+    pub fn attach(&self, v4l2_fd: RawFd) -> nix::Result<()> {
+        // SAFETY: the ioctl takes the fd by value.
+        unsafe { ioc_attach(self.0.as_raw_fd(), v4l2_fd) }.map(drop)
+    }
+
+    pub fn detach(&self, v4l2_fd: RawFd) -> nix::Result<()> {
+        // SAFETY: the ioctl takes the fd by value.
+        unsafe { ioc_detach(self.0.as_raw_fd(), v4l2_fd) }.map(drop)
+    }
+
+    pub fn set_mode(&self, m: Mode) -> nix::Result<()> {
+        // SAFETY: the ioctl takes the mode by value.
+        unsafe { ioc_set_mode(self.0.as_raw_fd(), m as i32) }.map(drop)
+    }
+
+    pub fn mode(&self) -> nix::Result<u32> {
+        let mut m = 0u32;
+        // SAFETY: `m` is a valid u32 out-parameter.
+        unsafe { ioc_get_mode(self.0.as_raw_fd(), &mut m) }?;
+        Ok(m)
+    }
+}
