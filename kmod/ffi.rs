@@ -3,7 +3,8 @@
 //! Declarations of the C glue in `glue.c` (contracts in `glue.h`) and the thin owning wrappers
 //! around what it hands out: [`Fence`], [`DmaBuf`] and [`Vdev`]. Nothing here decides anything.
 
-use core::ffi::{c_char, c_int, c_void};
+use core::ffi::{c_int, c_void};
+use kernel::ffi::c_char;
 use core::ptr::NonNull;
 use kernel::prelude::*;
 
@@ -103,8 +104,12 @@ extern "C" {
     fn vb2r_buffer_imported_dmabuf(q: *mut Vb2Queue, index: u32, plane: u32) -> *mut RawDmaBuf;
 
     fn vb2r_dmabuf_get(fd: c_int) -> *mut RawDmaBuf;
-    fn vb2r_dmabuf_get_export(fd: c_int, q: *mut Vb2Queue, index: u32, plane: u32)
-        -> *mut RawDmaBuf;
+    fn vb2r_dmabuf_get_export(
+        fd: c_int,
+        q: *mut Vb2Queue,
+        index: u32,
+        plane: u32,
+    ) -> *mut RawDmaBuf;
     fn vb2r_dmabuf_put(d: *mut RawDmaBuf);
 
     fn vb2r_fence_context() -> u64;
@@ -124,7 +129,7 @@ extern "C" {
 /// `p` must be non-NULL, NUL-terminated, and valid and unchanged for the module's lifetime.
 unsafe fn static_bytes(p: *const c_char) -> &'static [u8] {
     // SAFETY: guaranteed by the caller.
-    unsafe { core::ffi::CStr::from_ptr(p) }.to_bytes()
+    unsafe { kernel::str::CStr::from_char_ptr(p) }.to_bytes()
 }
 
 /// The module version (`VB2R_VERSION` in glue.h).
@@ -184,7 +189,7 @@ impl Fence {
     /// A new unsignaled fence (process context: allocates with GFP_KERNEL).
     pub(crate) fn new(context: u64, seqno: u64, timeline: &kernel::str::CStr) -> Result<Self> {
         // SAFETY: `timeline` is NUL-terminated; C copies it.
-        let f = unsafe { vb2r_fence_create(context, seqno, timeline.as_char_ptr().cast()) };
+        let f = unsafe { vb2r_fence_create(context, seqno, timeline.as_char_ptr()) };
         NonNull::new(f).map(Fence).ok_or(ENOMEM)
     }
 
@@ -235,7 +240,12 @@ impl DmaBuf {
     /// # Safety
     ///
     /// `q` must be alive and its lock held (an ioctl of that queue).
-    pub(crate) unsafe fn export_of(fd: i32, q: *mut Vb2Queue, index: u32, plane: u32) -> Option<Self> {
+    pub(crate) unsafe fn export_of(
+        fd: i32,
+        q: *mut Vb2Queue,
+        index: u32,
+        plane: u32,
+    ) -> Option<Self> {
         // SAFETY: guaranteed by the caller.
         NonNull::new(unsafe { vb2r_dmabuf_get_export(fd, q, index, plane) }).map(DmaBuf)
     }
@@ -291,7 +301,7 @@ impl Vdev {
     pub(crate) fn from_path(path: &kernel::str::CStr) -> Result<Self> {
         let mut err = 0;
         // SAFETY: `path` is NUL-terminated; `err` is a valid out-pointer.
-        let v = unsafe { vb2r_vdev_get_from_path(path.as_char_ptr().cast(), &mut err) };
+        let v = unsafe { vb2r_vdev_get_from_path(path.as_char_ptr(), &mut err) };
         NonNull::new(v).map(Vdev).ok_or_else(|| errno(err))
     }
 

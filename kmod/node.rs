@@ -79,13 +79,21 @@ impl Node {
             "node {:?} driver {:?} {}",
             crate::Bytes(self.name.bytes()),
             crate::Bytes(self.driver.bytes()),
-            if self.is_attached() { "attached" } else { "detached" }
+            if self.is_attached() {
+                "attached"
+            } else {
+                "detached"
+            }
         )?;
         writeln!(f, "fences attached: {}", c.attached.load(Relaxed))?;
         writeln!(f, "signaled ok: {}", c.ok.load(Relaxed))?;
         writeln!(f, "signaled -EIO: {}", c.eio.load(Relaxed))?;
         writeln!(f, "signaled -ECANCELED: {}", c.ecanceled.load(Relaxed))?;
         writeln!(f, "pending now: {}", c.pending.load(Relaxed))?;
-        writeln!(f, "longest pending: {} us", c.longest_ns.load(Relaxed) / 1000)
+        writeln!(
+            f,
+            "longest pending: {} us",
+            c.longest_ns.load(Relaxed) / 1000
+        )
     }
 }

@@ -20,8 +20,11 @@ pub(crate) enum Mode {
 
 impl Mode {
     /// Every mode with its parameter spelling, in the order `mode=` documents them.
-    pub(crate) const ALL: [(Mode, &'static str); 3] =
-        [(Mode::Off, "off"), (Mode::Dqbuf, "dqbuf"), (Mode::Queue, "queue")];
+    pub(crate) const ALL: [(Mode, &'static str); 3] = [
+        (Mode::Off, "off"),
+        (Mode::Dqbuf, "dqbuf"),
+        (Mode::Queue, "queue"),
+    ];
 
     /// The parameter spelling of this mode.
     pub(crate) fn name(self) -> &'static str {
@@ -54,7 +57,10 @@ impl Mode {
     /// Parses `off`, `dqbuf` or `queue` (surrounding white space ignored).
     pub(crate) fn parse(text: &[u8]) -> Option<Mode> {
         let text = trim(text);
-        Self::ALL.iter().find(|(_, n)| n.as_bytes() == text).map(|(m, _)| *m)
+        Self::ALL
+            .iter()
+            .find(|(_, n)| n.as_bytes() == text)
+            .map(|(m, _)| *m)
     }
 }
 
@@ -126,7 +132,8 @@ pub(crate) fn parse_attach(text: &[u8]) -> core::result::Result<KVec<Target<'_>>
             return Err(AttachError::BadDriverName(entry));
         };
         // A failed push means no memory; report it as too many rather than panicking.
-        out.push(target, GFP_KERNEL).map_err(|_| AttachError::TooMany)?;
+        out.push(target, GFP_KERNEL)
+            .map_err(|_| AttachError::TooMany)?;
     }
     Ok(out)
 }

@@ -268,7 +268,9 @@ impl Queue {
     /// freed or reallocated, so their exports no longer back a buffer of this queue.
     pub(crate) fn forget(&self, first: u32, count: u32) {
         let mut bufs = self.bufs.lock();
-        let end = (first as usize).saturating_add(count as usize).min(bufs.len());
+        let end = (first as usize)
+            .saturating_add(count as usize)
+            .min(bufs.len());
         for b in bufs.iter_mut().take(end).skip(first as usize) {
             b.exports.clear();
         }
@@ -291,7 +293,11 @@ impl Queue {
         self.ensure(&mut bufs, i + 1)?;
         let pending = {
             let g = self.fences.lock();
-            g.slots[i].fence.as_ref().filter(|f| !f.is_signaled()).map(Fence::new_ref)
+            g.slots[i]
+                .fence
+                .as_ref()
+                .filter(|f| !f.is_signaled())
+                .map(Fence::new_ref)
         };
         if let Some(f) = pending {
             d.add_write_fence(&f)?;
@@ -347,7 +353,13 @@ impl Queue {
     pub(crate) fn show(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let now = ffi::now_ns();
         let bufs = self.bufs.lock();
-        writeln!(f, "  queue {} (type {}): {} buffer(s) seen", self.id, self.type_, bufs.len())?;
+        writeln!(
+            f,
+            "  queue {} (type {}): {} buffer(s) seen",
+            self.id,
+            self.type_,
+            bufs.len()
+        )?;
         for (i, b) in bufs.iter().enumerate() {
             let (pending, armed_ns, last) = {
                 let g = self.fences.lock();
@@ -370,7 +382,12 @@ impl Queue {
                     Some(Outcome::Ecanceled) => "cancelled (-ECANCELED)",
                 }
             };
-            write!(f, "    buf {i}: {state}, exports {}, fences {}", b.exports.len(), b.seqno)?;
+            write!(
+                f,
+                "    buf {i}: {state}, exports {}, fences {}",
+                b.exports.len(),
+                b.seqno
+            )?;
             if pending {
                 write!(f, ", pending {} us", now.saturating_sub(armed_ns) / 1000)?;
             }

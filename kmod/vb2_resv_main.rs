@@ -41,7 +41,11 @@ pub(crate) struct Bytes<'a>(pub(crate) &'a [u8]);
 impl core::fmt::Debug for Bytes<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         for &c in self.0 {
-            let c = if c.is_ascii_graphic() || c == b' ' { c as char } else { '?' };
+            let c = if c.is_ascii_graphic() || c == b' ' {
+                c as char
+            } else {
+                '?'
+            };
             core::fmt::Write::write_char(f, c)?;
         }
         Ok(())
@@ -116,7 +120,12 @@ impl State {
     }
 
     /// The state of `q`, made if the node is attached and there is none yet (process context).
-    fn queue_for(&self, node: &Arc<Node>, q: *mut Vb2Queue, type_: u32) -> Result<Option<Arc<Queue>>> {
+    fn queue_for(
+        &self,
+        node: &Arc<Node>,
+        q: *mut Vb2Queue,
+        type_: u32,
+    ) -> Result<Option<Arc<Queue>>> {
         if let Some(x) = self.find_queue(q) {
             return Ok(Some(x));
         }
@@ -190,7 +199,10 @@ impl State {
         let idx = match nodes.iter().position(|e| e.node.vdev == key) {
             Some(i) => {
                 if nodes[i].node.is_attached() {
-                    pr_err!("{:?} is already attached\n", Bytes(nodes[i].node.name.bytes()));
+                    pr_err!(
+                        "{:?} is already attached\n",
+                        Bytes(nodes[i].node.name.bytes())
+                    );
                     return Err(EBUSY);
                 }
                 i
@@ -206,15 +218,23 @@ impl State {
                     },
                     GFP_KERNEL,
                 )?;
-                let name = kernel::str::CString::try_from_fmt(fmt!("{:?}", Bytes(node.name.bytes())))?;
+                let name =
+                    kernel::str::CString::try_from_fmt(fmt!("{:?}", Bytes(node.name.bytes())))?;
                 let file = KBox::pin_init(
                     self.debugfs
-                        .read_callback_file(&name, node.clone(), &|n: &Arc<Node>, f| show_node(n, f)),
+                        .read_callback_file(&name, node.clone(), &|n: &Arc<Node>, f| {
+                            show_node(n, f)
+                        }),
                     GFP_KERNEL,
                 )
                 .ok();
                 nodes.push(
-                    NodeEntry { node, hooks: core::ptr::null_mut(), pin: None, debugfs: file },
+                    NodeEntry {
+                        node,
+                        hooks: core::ptr::null_mut(),
+                        pin: None,
+                        debugfs: file,
+                    },
                     GFP_KERNEL,
                 )?;
                 nodes.len() - 1
@@ -330,7 +350,10 @@ unsafe extern "C" fn vb2r_rs_buf_done(_ctx: *mut c_void, q: *mut Vb2Queue, vb: *
 /// An `Arc<Node>` for a `&Node` that lives in the registry.
 fn node_arc(node: &Node) -> Option<Arc<Node>> {
     let nodes = state().nodes.lock();
-    nodes.iter().find(|e| e.node.vdev == node.vdev).map(|e| e.node.clone())
+    nodes
+        .iter()
+        .find(|e| e.node.vdev == node.vdev)
+        .map(|e| e.node.clone())
 }
 
 fn pre(node: &Node, c: &mut Call) -> Result {
@@ -343,7 +366,9 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             if st.mode() != Mode::Queue {
                 return Ok(());
             }
-            let Some(arc) = node_arc(node) else { return Ok(()) };
+            let Some(arc) = node_arc(node) else {
+                return Ok(());
+            };
             let Some(queue) = st.queue_for(&arc, c.q, c.type_)? else {
                 return Ok(());
             };
@@ -399,10 +424,18 @@ fn post(node: &Node, c: &mut Call, ret: c_int) {
             if ret != 0 {
                 return;
             }
-            let outcome = if c.flags & V4L2_BUF_FLAG_ERROR != 0 { Outcome::Eio } else { Outcome::Ok };
+            let outcome = if c.flags & V4L2_BUF_FLAG_ERROR != 0 {
+                Outcome::Eio
+            } else {
+                Outcome::Ok
+            };
             match st.mode() {
                 Mode::Dqbuf if node.is_attached() => {
-                    let imported = if c.memory == V4L2_MEMORY_DMABUF { q.imported(c.index) } else { KVec::new() };
+                    let imported = if c.memory == V4L2_MEMORY_DMABUF {
+                        q.imported(c.index)
+                    } else {
+                        KVec::new()
+                    };
                     if let Err(e) = q.dqbuf_fence(c.index, outcome, &imported) {
                         pr_warn!("dqbuf fence for buffer {}: error {:?}\n", c.index, e);
                     }
@@ -419,7 +452,9 @@ fn post(node: &Node, c: &mut Call, ret: c_int) {
                 return;
             }
             let Some(arc) = node_arc(node) else { return };
-            let Ok(Some(q)) = st.queue_for(&arc, c.q, c.type_) else { return };
+            let Ok(Some(q)) = st.queue_for(&arc, c.q, c.type_) else {
+                return;
+            };
             // SAFETY: in the EXPBUF ioctl of this queue, with its lock held (glue.h).
             if let Some(d) = unsafe { DmaBuf::export_of(c.fd, c.q, c.index, c.plane) } {
                 if let Err(e) = q.add_export(c.index, d) {
@@ -532,7 +567,9 @@ fn attach_targets(st: &State, targets: &[Target<'_>]) -> Result {
                 let mut found = 0;
                 for minor in 0..params::MAX_VIDEO_NODES {
                     let path = kernel::str::CString::try_from_fmt(fmt!("/dev/video{}", minor))?;
-                    let Ok(vdev) = Vdev::from_path(&path) else { continue };
+                    let Ok(vdev) = Vdev::from_path(&path) else {
+                        continue;
+                    };
                     if vdev.driver().bytes() != d {
                         continue;
                     }
@@ -573,7 +610,10 @@ impl kernel::Module for Vb2Resv {
             pr_err!("cannot register the vb2_buf_done probe: error {}\n", r);
             return Err(Error::from_errno(r));
         }
-        let mut this = Vb2Resv { state, control: None };
+        let mut this = Vb2Resv {
+            state,
+            control: None,
+        };
         if let Err(e) = attach_targets(&this.state, &targets) {
             // Drop detaches what was attached and unregisters the probe.
             drop(this);

@@ -45,7 +45,17 @@ phase kernel "$here/kernel.sh" "$KERNEL" && kernel_ok=1
 KDIR=$("$here/kernel.sh" --print-dir "$KERNEL")
 kmod_ok=0
 if [ $kernel_ok = 1 ]; then
-	phase kmod make -C "$KDIR" M="$REPO" ARCH=x86_64 modules && kmod_ok=1
+	# CLIPPY=1: the kernel's own clippy lints for the Rust part. Always a full build, so that
+	# kmod.warnings sees every warning, not only those of files changed since the last run.
+	rm -f "$REPO"/kmod/*.o "$REPO"/*.o "$REPO"/vb2_resv.ko
+	phase kmod make -C "$KDIR" M="$REPO" ARCH=x86_64 CLIPPY=1 modules && kmod_ok=1
+	if [ $kmod_ok = 1 ]; then
+		if grep -E '(warning|error)(\[[A-Za-z0-9_]+\])?:' "$OUT/kmod.log" >"$OUT/kmod-warnings.txt"; then
+			echo "not ok - kmod.warnings # $(head -n 3 "$OUT/kmod-warnings.txt" | tr '\n' ' ')" >>"$host_results"
+		else
+			echo "ok - kmod.warnings # no compiler or clippy warning" >>"$host_results"
+		fi
+	fi
 fi
 phase userspace cargo build --release --workspace
 userspace_ok=$?

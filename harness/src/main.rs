@@ -128,9 +128,7 @@ fn report(a: &ReportArgs) -> Result<bool> {
         }
     }
     tests.extend(guest);
-    if planned.is_empty() {
-        tests.push(TestResult::fail("guest.run", &why_missing));
-    } else if !guest_ran {
+    if planned.is_empty() || !guest_ran {
         tests.push(TestResult::fail("guest.run", &why_missing));
     }
     if a.kmod_ok == 0 {
@@ -153,7 +151,10 @@ fn report(a: &ReportArgs) -> Result<bool> {
         let mut bad = dmesg::complaints(&log);
         bad.extend(dmesg::kmemleak_reports(&kmemleak));
         if log.trim().is_empty() {
-            tests.push(TestResult::fail("dmesg-clean", "no kernel log from the guest"));
+            tests.push(TestResult::fail(
+                "dmesg-clean",
+                "no kernel log from the guest",
+            ));
         } else if bad.is_empty() {
             tests.push(TestResult::pass("dmesg-clean", ""));
         } else {

@@ -72,7 +72,9 @@ pub fn parse(text: &str) -> Vec<TestResult> {
             continue;
         };
         // " 3 - name # directive" or " - name"
-        let rest = rest.trim_start().trim_start_matches(|c: char| c.is_ascii_digit());
+        let rest = rest
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
         let Some(rest) = rest.trim_start().strip_prefix("- ") else {
             continue;
         };
@@ -162,7 +164,10 @@ mod tests {
     #[test]
     fn host_lines_without_numbers_parse() {
         let r = parse("ok - cargo.test # 12 cargo tests passed\nnot ok - x\n");
-        assert_eq!(r[0], TestResult::pass("cargo.test", "12 cargo tests passed"));
+        assert_eq!(
+            r[0],
+            TestResult::pass("cargo.test", "12 cargo tests passed")
+        );
         assert_eq!(r[1], TestResult::fail("x", ""));
     }
 }

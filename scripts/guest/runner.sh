@@ -13,6 +13,7 @@ SUITE=(
 	guest.drivers
 	kmod.load-unload
 	kmod.bad-param
+	kmod.attach-errors
 	kmod.kunit
 	fence.absent-without-module
 	fence.vivid.queued
@@ -24,6 +25,7 @@ SUITE=(
 	fence.cancel
 	fence.mode-dqbuf
 	fence.mode-off
+	fence.negative-control
 	kmod.unload-while-streaming
 	kmod.cycles
 	compliance.vivid

@@ -64,8 +64,13 @@ impl Control {
     }
 
     pub fn set_mode(&self, m: Mode) -> nix::Result<()> {
+        self.set_mode_raw(m as i32)
+    }
+
+    /// VB2_RESV_IOC_SET_MODE with any number (the module refuses unknown ones with EINVAL).
+    pub fn set_mode_raw(&self, m: i32) -> nix::Result<()> {
         // SAFETY: the ioctl takes the mode by value.
-        unsafe { ioc_set_mode(self.0.as_raw_fd(), m as i32) }.map(drop)
+        unsafe { ioc_set_mode(self.0.as_raw_fd(), m) }.map(drop)
     }
 
     pub fn mode(&self) -> nix::Result<u32> {

@@ -97,7 +97,8 @@ pub fn sync_file_info(sync_file: &impl AsRawFd) -> Result<Vec<FenceInfo>> {
         sync_fence_info: 0,
     };
     // SAFETY: `info` is the ioctl's argument; num_fences = 0 asks for the count only.
-    unsafe { sync_ioc_file_info(sync_file.as_raw_fd(), &mut info) }.context("SYNC_IOC_FILE_INFO")?;
+    unsafe { sync_ioc_file_info(sync_file.as_raw_fd(), &mut info) }
+        .context("SYNC_IOC_FILE_INFO")?;
     let n = info.num_fences as usize;
     let mut fences = vec![
         SyncFenceInfo {
@@ -111,7 +112,8 @@ pub fn sync_file_info(sync_file: &impl AsRawFd) -> Result<Vec<FenceInfo>> {
     ];
     info.sync_fence_info = fences.as_mut_ptr() as u64;
     // SAFETY: the array has room for `num_fences` entries.
-    unsafe { sync_ioc_file_info(sync_file.as_raw_fd(), &mut info) }.context("SYNC_IOC_FILE_INFO")?;
+    unsafe { sync_ioc_file_info(sync_file.as_raw_fd(), &mut info) }
+        .context("SYNC_IOC_FILE_INFO")?;
     Ok(fences
         .iter()
         .take(info.num_fences as usize)

@@ -25,11 +25,14 @@ pub fn find_node(driver: &str, name: &str) -> Result<String> {
         }
     }
     // videoN in numeric order, so that the first instance wins.
-    found.sort_by_key(|n| n.trim_start_matches("video").parse::<u32>().unwrap_or(u32::MAX));
-    found
-        .first()
-        .map(|n| format!("/dev/{n}"))
-        .ok_or_else(|| anyhow!("no video node of driver {driver} named *{name}* (is {driver} loaded?)"))
+    found.sort_by_key(|n| {
+        n.trim_start_matches("video")
+            .parse::<u32>()
+            .unwrap_or(u32::MAX)
+    });
+    found.first().map(|n| format!("/dev/{n}")).ok_or_else(|| {
+        anyhow!("no video node of driver {driver} named *{name}* (is {driver} loaded?)")
+    })
 }
 
 /// Opens a V4L2 node read-write.
@@ -55,7 +58,9 @@ pub fn is_mplane(dev: &File) -> Result<bool> {
 
 /// The errno of a failed v4l2r ioctl. v4l2r reports it as nix 0.28's Errno, a different type
 /// from our nix's; the ioctl was the last system call, so errno still holds it.
-fn ioctl_errno<E: std::fmt::Debug, C: std::fmt::Debug>(e: ioctl::IoctlConvertError<E, C>) -> nix::errno::Errno {
+fn ioctl_errno<E: std::fmt::Debug, C: std::fmt::Debug>(
+    e: ioctl::IoctlConvertError<E, C>,
+) -> nix::errno::Errno {
     match e {
         ioctl::IoctlConvertError::IoctlError(_) => nix::errno::Errno::last(),
         ioctl::IoctlConvertError::ConversionError(_) => nix::errno::Errno::EINVAL,
@@ -167,23 +172,34 @@ pub fn set_ctrl_by_name(dev: &File, name: &str, value: i32) -> Result<()> {
         let r = unsafe {
             nix::libc::ioctl(
                 dev.as_raw_fd(),
-                nix::request_code_readwrite!(b'V', 103, std::mem::size_of::<bindings::v4l2_query_ext_ctrl>())
-                    as _,
+                nix::request_code_readwrite!(
+                    b'V',
+                    103,
+                    std::mem::size_of::<bindings::v4l2_query_ext_ctrl>()
+                ) as _,
                 &mut q,
             )
         };
         if r != 0 {
             bail!("no control named '{name}'");
         }
-        let n = q.name.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect::<String>();
+        let n = q
+            .name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8 as char)
+            .collect::<String>();
         if n == name {
             let mut c = bindings::v4l2_control { id: q.id, value };
             // SAFETY: `c` is VIDIOC_S_CTRL's argument struct.
             let r = unsafe {
                 nix::libc::ioctl(
                     dev.as_raw_fd(),
-                    nix::request_code_readwrite!(b'V', 28, std::mem::size_of::<bindings::v4l2_control>())
-                        as _,
+                    nix::request_code_readwrite!(
+                        b'V',
+                        28,
+                        std::mem::size_of::<bindings::v4l2_control>()
+                    ) as _,
                     &mut c,
                 )
             };

@@ -75,3 +75,23 @@ CASES
 	insmod_vb2r mode=off || fail "insmod mode=off failed"
 	rmmod vb2_resv
 }
+
+t_kmod_attach_errors() {
+	load_drivers vivid || fail "modprobe vivid"
+	local args want
+	# attach= targets that cannot be attached fail the load, naming the target and the reason.
+	while IFS='|' read -r args want; do
+		dmesg_mark att
+		if insmod_vb2r "$args" 2>/dev/null; then
+			rmmod vb2_resv
+			fail "insmod $args succeeded"
+		fi
+		dmesg_since att | grep -E "$want" || { dmesg_since att; fail "no dmesg line matching /$want/ for $args"; }
+	done <<'CASES'
+attach=/dev/null|vb2_resv: parameter 'attach': /dev/null: not a V4L2 video node
+attach=/nonexistent|vb2_resv: parameter 'attach': /nonexistent: no such file
+attach=nosuchdriver|vb2_resv: parameter 'attach': no V4L2 video capture node of driver 'nosuchdriver'
+CASES
+	insmod_vb2r || fail "insmod"
+	"$QTEST" attach-errors
+}

@@ -137,3 +137,24 @@ t_kmod_kunit() {
 	grep -qE '^ok [0-9]+ vb2_resv_params' "$r" || fail "suite vb2_resv_params did not pass"
 	return 0
 }
+
+# The checks above must be able to fail: with the module attached in mode off, each of them has
+# to fail, and `absent` has to fail once the module fences.
+t_fence_negative_control() {
+	load_drivers vivid vgem || fail "modprobe"
+	insmod_vb2r mode=off attach=vivid || fail "insmod mode=off"
+	local c
+	for c in "queued --dev vivid" multi-export dmabuf-import gpu-consumer error cancel; do
+		# shellcheck disable=SC2086
+		if "$QTEST" $c >/tmp/neg.log 2>&1; then
+			cat /tmp/neg.log
+			fail "'$c' passed although the module added no fence"
+		fi
+		echo "$c fails as it must: $(grep FAIL /tmp/neg.log)"
+	done
+	if "$QTEST" --mode queue absent >/tmp/neg.log 2>&1; then
+		cat /tmp/neg.log
+		fail "'absent' passed although the module fences"
+	fi
+	echo "absent fails as it must: $(grep FAIL /tmp/neg.log)"
+}
