@@ -27,7 +27,8 @@ kernel:
 
 ifeq ($(KDIR_FROM_SCRIPT),1)
 kmod: kernel
-	$(MAKE) -C "$$(scripts/kernel.sh --print-dir $(KERNEL))" M=$(CURDIR) ARCH=$(ARCH) modules
+	dir="$$(scripts/kernel.sh --print-dir $(KERNEL))" && \
+	$(MAKE) -C "$$dir" M=$(CURDIR) $$(cat "$$dir/.make-args" 2>/dev/null || echo ARCH=$(ARCH)) modules
 else
 kmod:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) ARCH=$(ARCH) modules

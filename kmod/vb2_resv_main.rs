@@ -120,15 +120,13 @@ impl State {
     }
 
     /// The state of `q`, made if the node is attached and there is none yet (process context).
-    fn queue_for(
-        &self,
-        node: &Arc<Node>,
-        q: *mut Vb2Queue,
-        type_: u32,
-    ) -> Result<Option<Arc<Queue>>> {
+    fn queue_for(&self, node: &Node, q: *mut Vb2Queue, type_: u32) -> Result<Option<Arc<Queue>>> {
         if let Some(x) = self.find_queue(q) {
             return Ok(Some(x));
         }
+        let Some(node) = node_arc(node) else {
+            return Ok(None);
+        };
         let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
         let new = Queue::new(q, node.clone(), id, type_)?;
         // Room for one more, allocated outside the spinlock and swapped in under it.
@@ -366,10 +364,7 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             if st.mode() != Mode::Queue {
                 return Ok(());
             }
-            let Some(arc) = node_arc(node) else {
-                return Ok(());
-            };
-            let Some(queue) = st.queue_for(&arc, c.q, c.type_)? else {
+            let Some(queue) = st.queue_for(node, c.q, c.type_)? else {
                 return Ok(());
             };
             let mut imported = KVec::new();
@@ -451,8 +446,7 @@ fn post(node: &Node, c: &mut Call, ret: c_int) {
             if ret != 0 || c.fd < 0 || !node.is_attached() {
                 return;
             }
-            let Some(arc) = node_arc(node) else { return };
-            let Ok(Some(q)) = st.queue_for(&arc, c.q, c.type_) else {
+            let Ok(Some(q)) = st.queue_for(node, c.q, c.type_) else {
                 return;
             };
             // SAFETY: in the EXPBUF ioctl of this queue, with its lock held (glue.h).
@@ -509,6 +503,8 @@ fn post(node: &Node, c: &mut Call, ret: c_int) {
 
 struct Vb2Resv {
     state: Pin<KBox<State>>,
+    /// debugfs `vb2_resv/mode`.
+    mode_file: Option<Pin<KBox<kernel::debugfs::File<()>>>>,
     control: Option<Pin<KBox<kernel::miscdevice::MiscDeviceRegistration<control::Control>>>>,
 }
 
@@ -610,8 +606,16 @@ impl kernel::Module for Vb2Resv {
             pr_err!("cannot register the vb2_buf_done probe: error {}\n", r);
             return Err(Error::from_errno(r));
         }
+        let mode_file = KBox::pin_init(
+            state
+                .debugfs
+                .read_callback_file(c"mode", (), &|_: &(), f| writeln!(f, "{}", crate::state().mode().name())),
+            GFP_KERNEL,
+        )
+        .ok();
         let mut this = Vb2Resv {
             state,
+            mode_file,
             control: None,
         };
         if let Err(e) = attach_targets(&this.state, &targets) {
@@ -653,6 +657,7 @@ impl Drop for Vb2Resv {
             leftovers += x.kill();
         }
         // 5. debugfs readers use STATE: remove the files (which waits for readers) first.
+        self.mode_file = None;
         for e in self.state.nodes.lock().iter_mut() {
             e.debugfs = None;
         }

@@ -31,9 +31,19 @@ aptx_setup "$SUITE"
 SRC_VERSION=$(aptx apt-cache policy "$PKG" | awk '/Candidate:/ {print $2}')
 [ -n "$SRC_VERSION" ] && [ "$SRC_VERSION" != "(none)" ] || die "$PKG is not available from $SUITE"
 
+# KERNEL_LLVM=-19 builds the kernel with clang/lld 19 instead of gcc (Rust + KASAN needs it).
+KMAKE=(ARCH=x86_64)
+[ -n "${KERNEL_LLVM:-}" ] && KMAKE+=("LLVM=$KERNEL_LLVM")
+
 # --- the cache key ---
 FRAGMENTS=("$REPO/kconfig/base.config" "$REPO/kconfig/debug.config")
 [ -f "$REPO/kconfig/$KERNEL.config" ] && FRAGMENTS+=("$REPO/kconfig/$KERNEL.config")
+# KCONFIG_EXTRA: more fragments (space-separated paths), e.g. kconfig/kasan.config.
+for f in ${KCONFIG_EXTRA:-}; do
+	[ -f "$f" ] || f=$REPO/$f
+	[ -f "$f" ] || die "KCONFIG_EXTRA: no fragment $f"
+	FRAGMENTS+=("$f")
+done
 # Bump KEY_REV when this script changes what it builds (not for refactors).
 KEY_REV=1
 key=$({
@@ -43,6 +53,7 @@ key=$({
 	rustc --version
 	bindgen --version
 	echo "$LIBCLANG_PATH"
+	if [ -n "${KERNEL_LLVM:-}" ]; then echo "${KMAKE[*]}"; "clang$KERNEL_LLVM" --version | head -1; fi
 } | sha256sum | cut -c1-12)
 OUT=$CACHE/kbuild/$KERNEL-$key
 if [ $print_only = 1 ]; then
@@ -72,18 +83,20 @@ fi
 # --- configure: tinyconfig + our fragments, then verify every option we asked for stuck ---
 mkdir -p "$OUT"
 log "configuring $KERNEL in $OUT"
-make -s -C "$SRC" O="$OUT" ARCH=x86_64 tinyconfig >/dev/null
+make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" tinyconfig >/dev/null
 KCONFIG_CONFIG="$OUT/.config" "$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT" "$OUT/.config" "${FRAGMENTS[@]}" >/dev/null
-make -s -C "$SRC" O="$OUT" ARCH=x86_64 olddefconfig >/dev/null
-make -s -C "$SRC" O="$OUT" ARCH=x86_64 rustavailable >/dev/null || die "Rust is not available for $KERNEL: run 'make -C $SRC O=$OUT rustavailable'"
+make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" olddefconfig >/dev/null
+make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" rustavailable >/dev/null || die "Rust is not available for $KERNEL: run 'make -C $SRC O=$OUT rustavailable'"
 "$here/kconfig-check.sh" "$OUT/.config" "${FRAGMENTS[@]}"
 
 # --- build ---
 log "building $KERNEL ($SRC_VERSION) with -j$JOBS"
 start=$(date +%s)
-make -s -C "$SRC" O="$OUT" ARCH=x86_64 -j"$JOBS" bzImage modules
+make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" -j"$JOBS" bzImage modules
+# What an out-of-tree module build against this tree must pass to make (scripts/test.sh reads it).
+echo "${KMAKE[*]}" >"$OUT/.make-args"
 rm -rf "$OUT/modroot"
-make -s -C "$SRC" O="$OUT" ARCH=x86_64 INSTALL_MOD_PATH="$OUT/modroot" modules_install >/dev/null
+make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" INSTALL_MOD_PATH="$OUT/modroot" modules_install >/dev/null
 echo "$PKG $SRC_VERSION" >"$OUT/.source"
 log "kernel $KERNEL built in $(($(date +%s) - start)) s"
 touch "$OUT/.done"

@@ -43,12 +43,14 @@ else echo "not ok - cargo.test # see build/test/cargo-test.log" >>"$host_results
 kernel_ok=0
 phase kernel "$here/kernel.sh" "$KERNEL" && kernel_ok=1
 KDIR=$("$here/kernel.sh" --print-dir "$KERNEL")
+# The make arguments the kernel was built with (LLVM=... for a clang-built kernel).
+read -r -a KMAKE <"$KDIR/.make-args" 2>/dev/null || KMAKE=(ARCH=x86_64)
 kmod_ok=0
 if [ $kernel_ok = 1 ]; then
 	# CLIPPY=1: the kernel's own clippy lints for the Rust part. Always a full build, so that
 	# kmod.warnings sees every warning, not only those of files changed since the last run.
 	rm -f "$REPO"/kmod/*.o "$REPO"/*.o "$REPO"/vb2_resv.ko
-	phase kmod make -C "$KDIR" M="$REPO" ARCH=x86_64 CLIPPY=1 modules && kmod_ok=1
+	phase kmod make -C "$KDIR" M="$REPO" "${KMAKE[@]}" CLIPPY=1 modules && kmod_ok=1
 	if [ $kmod_ok = 1 ]; then
 		if grep -E '(warning|error)(\[[A-Za-z0-9_]+\])?:' "$OUT/kmod.log" >"$OUT/kmod-warnings.txt"; then
 			echo "not ok - kmod.warnings # $(head -n 3 "$OUT/kmod-warnings.txt" | tr '\n' ' ')" >>"$host_results"

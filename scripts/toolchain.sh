@@ -16,6 +16,8 @@ APT_PKGS=(
 	build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod rsync python3 pkg-config
 	# Rust-for-Linux bindgen (kernel) and v4l2r's bindgen (userspace)
 	libclang-19-dev clang-19 linux-libc-dev
+	# an LLVM-built kernel (KERNEL_LLVM=-19): Rust + KASAN needs clang
+	lld-19 llvm-19
 	# guest
 	qemu-system-x86 busybox-static
 	# V4L2 tools used by the suite (v4l2-compliance, v4l2-ctl)

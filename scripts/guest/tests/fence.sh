@@ -58,6 +58,7 @@ t_fence_mode_dqbuf() {
 	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
 	# Switched at run time, without rmmod.
 	"$QTEST" --mode dqbuf mode-dqbuf || exit 1
+	[ "$(cat /sys/kernel/debug/vb2_resv/mode)" = dqbuf ] || fail "debugfs mode is not dqbuf after the switch"
 	# The fence attached at DQBUF is signaled before anyone sees it, so its names are gone by
 	# the time userspace looks (7.x): the module's own counters show it was there.
 	local n
