@@ -609,7 +609,7 @@ impl kernel::Module for Vb2Resv {
         let mode_file = KBox::pin_init(
             state
                 .debugfs
-                .read_callback_file(c"mode", (), &|_: &(), f| writeln!(f, "{}", crate::state().mode().name())),
+                .read_callback_file(c"mode", (), &|(): &(), f| writeln!(f, "{}", crate::state().mode().name())),
             GFP_KERNEL,
         )
         .ok();

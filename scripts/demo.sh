@@ -9,7 +9,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 KERNEL=${KERNEL:-7.3}
 "$here/kernel.sh" "$KERNEL" >/dev/null
 KDIR=$("$here/kernel.sh" --print-dir "$KERNEL")
-read -r -a KMAKE <"$KDIR/.make-args" 2>/dev/null || KMAKE=(ARCH=x86_64)
+KMAKE=(ARCH=x86_64)
+[ -f "$KDIR/.make-args" ] && read -r -a KMAKE <"$KDIR/.make-args"
 make -s -C "$KDIR" M="$REPO" "${KMAKE[@]}" modules >/dev/null
 cargo build --release --workspace -q
 out=$BUILD/demo

@@ -44,7 +44,8 @@ kernel_ok=0
 phase kernel "$here/kernel.sh" "$KERNEL" && kernel_ok=1
 KDIR=$("$here/kernel.sh" --print-dir "$KERNEL")
 # The make arguments the kernel was built with (LLVM=... for a clang-built kernel).
-read -r -a KMAKE <"$KDIR/.make-args" 2>/dev/null || KMAKE=(ARCH=x86_64)
+KMAKE=(ARCH=x86_64)
+[ -f "$KDIR/.make-args" ] && read -r -a KMAKE <"$KDIR/.make-args"
 kmod_ok=0
 if [ $kernel_ok = 1 ]; then
 	# CLIPPY=1: the kernel's own clippy lints for the Rust part. Always a full build, so that
