@@ -78,5 +78,40 @@ if [ ! -f "$CACHE/uapi/include/linux/v4l2-controls.h" ] || ! grep -q V4L2_CID_ST
 	fi
 fi
 
+# Mesa from bookworm-backports (25.0.x, built for bookworm; unlike trixie's, safe to install here):
+# the verifier's EGL/GLES path. Bookworm's Mesa 22.3 llvmpipe cannot import dma-bufs; 25.0's
+# surfaceless EGL has EGL_EXT_image_dma_buf_import(_modifiers). The guest boots the host's root over
+# 9p, so this is the guest's Mesa too. The backports source gets a file of its own, with the mirror of
+# the system's own bookworm source; only the Mesa packages are taken from it.
+MESA_MIN=25.0
+MESA_PKGS=(libegl1 libegl-mesa0 libgles2 libgbm1 libgl1-mesa-dri mesa-libgallium)
+BPO_SOURCES=/etc/apt/sources.list.d/bookworm-backports.sources
+mesa_version() { dpkg-query -W -f='${Version}' libegl-mesa0 2>/dev/null || echo 0; }
+mesa_ok() {
+	dpkg --compare-versions "$(mesa_version)" ge "$MESA_MIN" || return 1
+	for p in "${MESA_PKGS[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || return 1
+	done
+}
+if ! mesa_ok; then
+	if [ $check_only = 1 ]; then echo "missing: Mesa >= $MESA_MIN from bookworm-backports (have $(mesa_version))"; missing+=(mesa)
+	else
+		if [ ! -f "$BPO_SOURCES" ]; then
+			mirror=$(awk '/^URIs:/ { u = $2 } /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") print u }' \
+				/etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)
+			[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+			[ -n "$mirror" ] || die "no bookworm source in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list: cannot add bookworm-backports"
+			log "apt: adding bookworm-backports ($BPO_SOURCES)"
+			printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
+				"$mirror" /usr/share/keyrings/debian-archive-keyring.gpg >"$BPO_SOURCES"
+		fi
+		log "apt: installing Mesa from bookworm-backports (have $(mesa_version))"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends -t bookworm-backports "${MESA_PKGS[@]}" >/dev/null
+		mesa_ok || die "Mesa from bookworm-backports: have $(mesa_version), need >= $MESA_MIN"
+	fi
+fi
+
 if [ $check_only = 1 ] && [ ${#missing[@]} -gt 0 ]; then exit 1; fi
-log "toolchain ready: $(rustc --version), $(bindgen --version 2>/dev/null), libclang $(ls -d /usr/lib/llvm-19 2>/dev/null)"
+log "toolchain ready: $(rustc --version), $(bindgen --version 2>/dev/null), libclang $(ls -d /usr/lib/llvm-19 2>/dev/null), Mesa $(mesa_version)"
