@@ -1,11 +1,136 @@
 //! `vb2-resv`: the verifier's command line.
 
-use clap::Parser;
+use anyhow::{anyhow, Context, Result};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use vb2r::decode::{self, DecodeMode, DecodeOptions, NoHook};
+use vb2r::kmod::Mode;
 
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The machine as the verifier sees it: media devices and topology, stateless decoders,
+    /// the vb2_resv module, dma-coherent device-tree nodes.
+    Probe {
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode an Annex-B H.264 stream on a V4L2 stateless decoder and report, per frame, the
+    /// CAPTURE dma-buf's fences, timings and CPU-view checksums.
+    Decode {
+        /// The H.264 Annex-B elementary stream.
+        input: PathBuf,
+        /// The decoder's video node (found when absent).
+        #[arg(long)]
+        device: Option<PathBuf>,
+        /// The decoder's media device (found from the media graph when absent).
+        #[arg(long)]
+        media: Option<PathBuf>,
+        /// Decode only the first N pictures (decode order).
+        #[arg(long)]
+        frames: Option<usize>,
+        /// Write the report as JSON (docs/report-format.md).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Set vb2_resv's mode first: off, dqbuf or queue (the module must be loaded).
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<Mode>,
+        /// Force frame-based or slice-based decoding (default: frame-based when offered).
+        #[arg(long, value_parser = parse_decode_mode)]
+        decode_mode: Option<DecodeMode>,
+        /// Requests kept in flight (at least 2).
+        #[arg(long, default_value_t = 3)]
+        in_flight: usize,
+        /// Do not print the per-frame table.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue)"))
+}
+
+fn parse_decode_mode(s: &str) -> Result<DecodeMode, String> {
+    DecodeMode::parse(s).ok_or_else(|| format!("unknown decode mode '{s}' (frame, slice)"))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Probe { json } => {
+            let p = vb2r::probe::probe();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print!("{}", p.render());
+            }
+            Ok(())
+        }
+        Cmd::Decode {
+            input,
+            device,
+            media,
+            frames,
+            json,
+            mode,
+            decode_mode,
+            in_flight,
+            quiet,
+        } => {
+            if in_flight < 2 {
+                return Err(anyhow!("--in-flight must be at least 2"));
+            }
+            let opts = DecodeOptions {
+                device,
+                media,
+                frames,
+                mode,
+                decode_mode,
+                in_flight,
+                progress: std::io::stderr().is_terminal(),
+                ..Default::default()
+            };
+            let report = decode::decode(&input, &opts, &mut NoHook)?;
+            if let Some(j) = json {
+                let s = serde_json::to_string_pretty(&report)?;
+                std::fs::write(&j, s).with_context(|| format!("cannot write {}", j.display()))?;
+            }
+            let text = report.render();
+            if quiet {
+                // The header and the totals only.
+                for l in text.lines().filter(|l| !l.starts_with(' ')) {
+                    println!("{l}");
+                }
+            } else {
+                print!("{text}");
+            }
+            let s = &report.summary;
+            if s.errors > 0 || !s.display_order_ok {
+                return Err(anyhow!(
+                    "{}: {} ERROR buffers, display order {}",
+                    input.display(),
+                    s.errors,
+                    if s.display_order_ok { "ok" } else { "wrong" }
+                ));
+            }
+            Ok(())
+        }
+    }
+}
 
 fn main() {
-    let _ = Cli::parse();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        // One line: the context chain joined.
+        eprintln!("vb2-resv: {e:#}");
+        std::process::exit(1);
+    }
 }
