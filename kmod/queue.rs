@@ -264,6 +264,21 @@ impl Queue {
         count
     }
 
+    /// Signals with -ECANCELED the pending fences of buffers that no longer exist: a REQBUFS
+    /// that failed after freeing the buffers (process context, queue lock held).
+    pub(crate) fn cancel_gone(&self) -> u32 {
+        let n = self.fences.lock().slots.len();
+        let mut count = 0;
+        for i in 0..n as u32 {
+            // SAFETY: in an ioctl of this queue, with its lock held (glue.h contract).
+            let gone = unsafe { ffi::vb2r_buffer_planes(self.raw(), i) } == 0;
+            if gone && self.finish(i, Outcome::Ecanceled) {
+                count += 1;
+            }
+        }
+        count
+    }
+
     /// Drops the exports of buffers `[first, first + count)` (process context): the buffers were
     /// freed or reallocated, so their exports no longer back a buffer of this queue.
     pub(crate) fn forget(&self, first: u32, count: u32) {

@@ -475,6 +475,10 @@ fn post(node: &Node, c: &mut Call, ret: c_int) {
                             x.kill();
                         }
                     }
+                } else {
+                    // vb2 may have freed the buffers before the allocation failed: their
+                    // fences would never be signaled otherwise.
+                    q.cancel_gone();
                 }
                 q.set_cancelling(false);
             }

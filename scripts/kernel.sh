@@ -6,7 +6,7 @@
 #
 # 7.3 comes from trixie-backports. It is only ever *downloaded* through a private apt state dir
 # (no sources file is added to the system and nothing is installed from that suite, so libc and
-# friends stay bookworm's). 6.12 is bookworm's own linux-source-6.12.
+# friends stay bookworm's). 6.12 is bookworm's own linux-source-6.12, from the system's sources.
 #
 # The build lands in $CACHE/kbuild/<version>-<key>, where <key> hashes the exact source package
 # version, our config fragments, KEY_REV and the compiler/rustc/bindgen/libclang versions. A second run
@@ -22,7 +22,7 @@ JOBS=${JOBS:-$(($(nproc) + 1))}
 
 case "$KERNEL" in
 7.3 | 7.2) SUITE=trixie-backports ;;
-6.12) SUITE=bookworm ;;
+6.12) SUITE=system ;; # bookworm's own (6.12 comes through bookworm-security/updates)
 *) die "KERNEL=$KERNEL is not supported (use 7.3, 7.2 or 6.12)" ;;
 esac
 PKG=linux-source-$KERNEL

@@ -17,6 +17,8 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # Packages from another suite are only ever downloaded and unpacked this way, never installed.
 aptx_setup() {
 	APTX_SUITE=$1
+	# "system": the machine's own sources (bookworm and its updates), used as they are.
+	[ "$APTX_SUITE" = system ] && return 0
 	APTX=$CACHE/apt-$APTX_SUITE
 	mkdir -p "$APTX/lists/partial" "$APTX/cache/archives/partial"
 	local key=/usr/share/keyrings/debian-archive-keyring.gpg
@@ -30,6 +32,10 @@ aptx_setup() {
 aptx() {
 	local tool=$1
 	shift
+	if [ "$APTX_SUITE" = system ]; then
+		"$tool" "$@"
+		return
+	fi
 	"$tool" -o Dir::Etc::SourceList="$APTX/sources.list" -o Dir::Etc::SourceParts=/dev/null \
 		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" "$@"
 }
