@@ -1,0 +1,1 @@
+//! Unit tests with synthetic streams (see also tests/h264*.rs for the ffmpeg-checked ones).
