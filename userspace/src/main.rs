@@ -106,7 +106,7 @@ fn run(cli: Cli) -> Result<()> {
             let text = report.render();
             if quiet {
                 // The header and the totals only.
-                for l in text.lines().filter(|l| !l.starts_with(' ')) {
+                for l in text.lines().filter(|l| !l.is_empty() && !l.starts_with(' ')) {
                     println!("{l}");
                 }
             } else {
