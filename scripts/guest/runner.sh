@@ -30,6 +30,10 @@ SUITE=(
 	kmod.cycles
 	compliance.vivid
 	compliance.vim2m
+	verifier.visl.decode
+	verifier.visl.controls
+	verifier.visl.fences
+	verifier.bad-input
 )
 if [ -n "${VB2R_TESTS:-}" ]; then IFS=, read -r -a SUITE <<<"$VB2R_TESTS"; fi
 
