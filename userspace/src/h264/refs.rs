@@ -229,6 +229,13 @@ pub(crate) fn build(data: &[u8]) -> Result<Stream, H264Error> {
         )));
     }
     // An Annex-B stream starts with its first start code (leading zero bytes allowed).
+    if data.len() >= 8 && &data[4..8] == b"ftyp" {
+        return Err(H264Error::NotH264(
+            "this is an MP4/ISO-BMFF file; extract the elementary stream first \
+             (ffmpeg -i IN -c copy -bsf:v h264_mp4toannexb -f h264 OUT.h264)"
+                .into(),
+        ));
+    }
     if data[..leading].iter().any(|&b| b != 0) {
         return Err(H264Error::NotH264(format!(
             "{leading} bytes of other data before the first start code"
@@ -588,8 +595,7 @@ fn modify_list(
     let curr = i64::from(cur_frame_num);
     let max_pic_num = i64::from(max_fn);
     let mut pred = curr;
-    let mut ref_idx = 0usize;
-    for m in mods {
+    for (ref_idx, m) in mods.iter().enumerate() {
         let (target, is_long, key) = match m.modification_of_pic_nums_idc {
             0 | 1 => {
                 let abs = i64::from(m.abs_diff_pic_num_minus1) + 1;
@@ -634,10 +640,9 @@ fn modify_list(
             return Err("more ref_pic_list_modification operations than active references".into());
         }
         list.insert(ref_idx, Some(target));
-        ref_idx += 1;
         // Remove the later duplicate of the inserted picture.
-        let mut n = ref_idx;
-        for c in ref_idx..list.len() {
+        let mut n = ref_idx + 1;
+        for c in ref_idx + 1..list.len() {
             if list[c] != Some(target) {
                 list[n] = list[c];
                 n += 1;
