@@ -305,7 +305,7 @@ fn cross_check_h264_reader(dir: &Path, name: &str) {
                 assert_eq!(u32::from(v.max_num_ref_frames), sps.max_num_ref_frames);
                 assert_eq!(
                     u32::from(v.log2_max_frame_num_minus4) + 4,
-                    sps.log2_max_frame_num()
+                    u32::from(sps.log2_max_frame_num())
                 );
                 let (w, h) = sps.pixel_dimensions().unwrap();
                 assert_eq!(
