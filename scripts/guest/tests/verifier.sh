@@ -49,10 +49,15 @@ t_verifier_visl_decode() {
 		b=$(basename "$f" .h264)
 		j=/tmp/dec-$b.json
 		# ffmpeg's own decoder gives the expected output order, as decode indices
-		# (coded_picture_number of each frame ffprobe outputs).
-		ffprobe -v error -threads 1 -show_frames -show_entries frame=coded_picture_number \
-			-of csv=p=0 "$f" | cut -d, -f1 | grep -E '^[0-9]+$' >/tmp/exp-$b.txt ||
-			fail "$f: ffprobe failed"
+		# (coded_picture_number of each frame ffprobe outputs): NAME.order.txt from
+		# scripts/make-streams.sh, or ffprobe here.
+		if [ -s "${f%.h264}.order.txt" ]; then
+			cut -d' ' -f1 "${f%.h264}.order.txt" >/tmp/exp-$b.txt
+		else
+			ffprobe -v error -threads 1 -show_frames -show_entries frame=coded_picture_number \
+				-of csv=p=0 "$f" | cut -d, -f1 | grep -E '^[0-9]+$' >/tmp/exp-$b.txt ||
+				fail "$f: ffprobe failed"
+		fi
 		for mode in frame slice; do
 			if ! "$VB2R" decode "$f" --device "$dev" --decode-mode $mode --json "$j" -q; then
 				echo "FAIL: $f ($mode-based): decode failed"
@@ -281,27 +286,24 @@ t_verifier_bad_input() {
 	done
 	[ -n "${vivid:-}" ] || fail "no vivid node"
 	mkdir -p /tmp/bad
+	local S=$VB2R_REPO/userspace/tests/streams
+	for f in bad-empty.h264 bad-not-h264.png bad-mp4-container.mp4 bad-truncated.h264 \
+		bad-high10.h264 bad-high422.h264 bad-interlaced.h264; do
+		[ -f "$S/$f" ] || fail "missing $S/$f (scripts/make-streams.sh --small)"
+	done
 	head -c 4096 /dev/urandom | tr -d '\000\001' >/tmp/bad/random.bin
-	printf 'hello\n' >/tmp/bad/text.h264
-	# Cut inside the first parameter set / slice header: where truncation is detectable
-	# without entropy-decoding the slice data.
-	head -c 12 "$good" >/tmp/bad/truncated.h264
-	ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=64x64:rate=30 -frames:v 3 -c:v libx264 \
-		-pix_fmt yuv444p /tmp/bad/yuv444.h264 || fail "ffmpeg (4:4:4)"
-	ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=128x96:rate=30 -frames:v 4 -c:v libx264 \
-		-pix_fmt yuv420p -flags +ildct+ilme -x264-params tff=1 /tmp/bad/interlaced.h264 || fail "ffmpeg (interlaced)"
-	ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=64x64:rate=30 -frames:v 3 -c:v libx264 \
-		-pix_fmt yuv420p10le /tmp/bad/high10.h264 || fail "ffmpeg (10-bit)"
 	# case | expected words in the one error line | arguments
 	local cases=(
 		"missing file|/tmp/bad/nope.h264|decode /tmp/bad/nope.h264"
 		"a directory|not a regular file|decode /tmp/bad"
+		"empty|empty|decode $S/bad-empty.h264"
 		"random bytes|not an H.264|decode /tmp/bad/random.bin"
-		"text|not an H.264|decode /tmp/bad/text.h264"
-		"truncated|truncated|decode /tmp/bad/truncated.h264"
-		"4:4:4|unsupported|decode /tmp/bad/yuv444.h264"
-		"10-bit|unsupported|decode /tmp/bad/high10.h264"
-		"interlaced|interlaced|decode /tmp/bad/interlaced.h264"
+		"PNG|not an H.264|decode $S/bad-not-h264.png"
+		"MP4 container|not an H.264|decode $S/bad-mp4-container.mp4"
+		"truncated|truncated|decode $S/bad-truncated.h264"
+		"High 10|unsupported|decode $S/bad-high10.h264"
+		"High 4:2:2|unsupported|decode $S/bad-high422.h264"
+		"interlaced|interlaced|decode $S/bad-interlaced.h264"
 		"not a stateless decoder|not a stateless H.264 decoder|decode $good --device $vivid"
 		"missing device|/dev/video99|decode $good --device /dev/video99"
 		"not a device|not a device node|decode $good --device /etc/passwd"
