@@ -8,7 +8,8 @@
 //! The classes, in the order they are decided:
 //! - `error`: the driver flagged the buffer with V4L2_BUF_FLAG_ERROR and it was sampled anyway
 //!   (the content class is still recorded in [`Verdict::content`]);
-//! - `correct`: every byte equals the CPU view after DQBUF;
+//! - `correct`: every byte equals the CPU view after DQBUF (unless that view is the sentinel
+//!   itself: a buffer the decoder never wrote is `sentinel` even when both views agree);
 //! - `sentinel`: every byte equals the sentinel written through the CPU mapping before QBUF:
 //!   the GPU read the buffer before the decoder wrote it (an ordering race);
 //! - `zero`: every byte is 0 (all-zero YUV is the green frame: memory nobody wrote, or the wrong
@@ -282,7 +283,7 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
         10.0 * (255.0f64 * 255.0 / mse).log10()
     });
     let mut previous_frame = None;
-    let content = if differing == 0 {
+    let content = if differing == 0 && !all_sentinel {
         Class::Correct
     } else if all_sentinel {
         Class::Sentinel
@@ -363,7 +364,10 @@ mod tests {
         let prev: Vec<(usize, &[u8])> = vec![(2, &old), (1, &older)];
 
         let v = run(&cpu, &cpu, &sent, &prev, false);
-        assert_eq!((v.class, v.bytes_differing, v.psnr_db), (Class::Correct, 0, None));
+        assert_eq!(
+            (v.class, v.bytes_differing, v.psnr_db),
+            (Class::Correct, 0, None)
+        );
 
         let v = run(&sent, &cpu, &sent, &prev, false);
         assert_eq!(v.class, Class::Sentinel);
@@ -414,11 +418,16 @@ mod tests {
         let psnr = v.psnr_db.unwrap();
         // MSE = 64^2 / 192 bytes: 34.8 dB.
         assert!((psnr - 34.84).abs() < 0.01, "{psnr}");
+        // The decoder never wrote the buffer: both views are the sentinel, which is no picture.
+        assert_eq!(run(&sent, &sent, &sent, &[], false).class, Class::Sentinel);
         // A decoded frame that really is all zero is correct, not zero.
         let zero = vec![0u8; G.len()];
         assert_eq!(run(&zero, &zero, &sent, &[], false).class, Class::Correct);
         // Identical consecutive frames: equal to the CPU view wins over "previous".
-        assert_eq!(run(&cpu, &cpu, &sent, &[(2, &cpu)], false).class, Class::Correct);
+        assert_eq!(
+            run(&cpu, &cpu, &sent, &[(2, &cpu)], false).class,
+            Class::Correct
+        );
         // Sentinel with some zero bytes (a partly zeroed buffer) is torn, not sentinel/zero.
         let mut part = sent.clone();
         part[..G.width as usize].fill(0);
@@ -481,6 +490,9 @@ mod tests {
         c.add(Class::Torn);
         c.add(Class::Torn);
         c.add(Class::Correct);
-        assert_eq!((c.get(Class::Torn), c.get(Class::Zero), c.total()), (2, 0, 3));
+        assert_eq!(
+            (c.get(Class::Torn), c.get(Class::Zero), c.total()),
+            (2, 0, 3)
+        );
     }
 }

@@ -12,6 +12,7 @@
 //! - [`gpu`]: EGL/GLES sampling of decoded NV12 dma-bufs, the way KWin imports them.
 //! - [`classify`]: the per-frame verdict (correct, sentinel, zero, previous, torn, error).
 //! - [`evidence`]: the RFC evidence (Markdown table, JSON, PNG triptych).
+//! - [`verify`]: `vb2-resv verify`: decode, sample every frame through EGL, classify.
 
 pub mod classify;
 pub mod decode;
@@ -23,3 +24,4 @@ pub mod probe;
 pub mod report;
 pub mod sys;
 pub mod v4l2;
+pub mod verify;

@@ -53,6 +53,9 @@ enum Cmd {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Decode, sample every frame's CAPTURE dma-buf through EGL (as KWin imports it) and
+    /// classify what the GPU saw against the CPU view (userspace/src/verify.rs).
+    Verify(vb2r::verify::VerifyArgs),
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -65,6 +68,7 @@ fn parse_decode_mode(s: &str) -> Result<DecodeMode, String> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
+        Cmd::Verify(a) => vb2r::verify::run(&a),
         Cmd::Probe { json } => {
             let p = vb2r::probe::probe();
             if json {

@@ -1,0 +1,947 @@
+//! `vb2-resv verify`: decode a stream and sample every frame's CAPTURE dma-buf through the GPU
+//! (EGL dma-buf import, as KWin does), then classify what the GPU saw against the CPU view.
+//!
+//! Per frame: before CAPTURE QBUF the buffer is filled through its CPU mapping with a sentinel
+//! unique to (buffer, queueing); the GPU samples the buffer right after the request is queued
+//! (`--sample-at queued`) or right after DQBUF (`--sample-at dqbuf`); the readback is classified
+//! ([`crate::classify`]) against the CPU view after DQBUF, the sentinel, zero and older frames.
+//! Arms: module mode (`--modes`) x sample point x EGLImage lifetime, each a full run of the
+//! stream; `--evidence DIR` writes the table, the JSON reports and the PNG triptychs.
+//!
+//! `--synthetic N` replaces the decoder by a stand-in that writes made-up frames into dma-heap
+//! buffers through the CPU, optionally misbehaving in a chosen way (`--fault`): it proves the GPU
+//! path and the classifier end to end where no decoder is (or on a new GPU).
+
+use crate::classify::{self, Class, Counts, Geometry, Verdict};
+use crate::decode::{self, CaptureBuffer, DecodeOptions, FrameHook, Nv12Layout};
+use crate::evidence;
+use crate::gpu::{
+    self, DmaBufNv12, Gpu, GpuInfo, GpuOptions, Images, ImportInfo, ImportPath, Matrix, Platform,
+    RgbDiff,
+};
+use crate::kmod::{self, Mode};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+/// The JSON schema name of one arm's report.
+pub const SCHEMA: &str = "vb2-resv.verify/1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImportArg {
+    Kwin,
+    External,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleAt {
+    /// Right after DQBUF (the V4L2 contract; what mpv + KWin do).
+    Dqbuf,
+    /// Right after the request was queued, before DQBUF (the decoder may still be writing).
+    Queued,
+}
+
+impl SampleAt {
+    fn name(self) -> &'static str {
+        match self {
+            SampleAt::Dqbuf => "dqbuf",
+            SampleAt::Queued => "queued",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImagesArg {
+    Cached,
+    PerFrame,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformArg {
+    Surfaceless,
+    Gbm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MatrixArg {
+    Bt601,
+    Bt709,
+}
+
+/// What the synthetic stand-in decoder does wrong (`--fault`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Writes the whole frame before the request counts as queued.
+    None,
+    /// Writes the frame only after "queued": a GPU sampling at queued sees the sentinel.
+    Late,
+    /// Writes the first half before "queued", the rest after: torn.
+    Half,
+    /// Zero-fills the buffer before "queued", writes the frame after: zero.
+    Zero,
+    /// The buffer holds the previous frame at "queued" (a reference copy), the frame after.
+    Previous,
+    /// Never writes the buffer at all: both views are the sentinel.
+    Skip,
+    /// Flags every frame with V4L2_BUF_FLAG_ERROR.
+    Error,
+    /// The GPU imports the chroma plane one row early (a layout bug): mismatch.
+    UvOffset,
+}
+
+/// `vb2-resv verify`'s arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// The H.264 Annex-B stream (not with --synthetic).
+    pub input: Option<PathBuf>,
+    /// The decoder's video node (found when absent).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// The decoder's media device (found when absent).
+    #[arg(long)]
+    pub media: Option<PathBuf>,
+    /// Only the first N pictures (decode order).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Requests the decoder keeps in flight (at least 2).
+    #[arg(long, default_value_t = 3)]
+    pub in_flight: usize,
+    /// kwin: R8 + GR88 EGLImages; external: one NV12 EGLImage via samplerExternalOES; both.
+    #[arg(long, value_enum, default_value = "kwin")]
+    pub import: ImportArg,
+    /// When the GPU samples (a comma list runs one arm each).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "dqbuf")]
+    pub sample_at: Vec<SampleAt>,
+    /// EGLImage lifetime: cached per buffer (KWin) or per frame (Weston); a comma list runs one arm each.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
+    pub images: Vec<ImagesArg>,
+    /// vb2_resv modes to run the stream under, one arm each (off,dqbuf,queue); the module is
+    /// switched through /dev/vb2_resv. Absent: the mode is left as it is.
+    #[arg(long, value_delimiter = ',', value_parser = parse_mode)]
+    pub modes: Vec<Mode>,
+    /// Write the evidence (table.md, JSON reports, PNG triptychs) into this directory.
+    #[arg(long)]
+    pub evidence: Option<PathBuf>,
+    /// Write all arms' reports as one JSON array.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// The triptych shows this decode-order frame (default: the first failing one, else frame 0).
+    #[arg(long)]
+    pub frame: Option<usize>,
+    /// EGL platform: Mesa's surfaceless one, or GBM on a render node.
+    #[arg(long, value_enum, default_value = "surfaceless")]
+    pub platform: PlatformArg,
+    /// The render node for --platform gbm (default: the first one).
+    #[arg(long)]
+    pub render_node: Option<PathBuf>,
+    /// Import with this DRM modifier instead of the buffer's (hex), to check what the GPU refuses.
+    #[arg(long, value_parser = parse_hex)]
+    pub modifier: Option<u64>,
+    /// The colour-space hint of the external path's NV12 EGLImage.
+    #[arg(long, value_enum, default_value = "bt601")]
+    pub matrix: MatrixArg,
+    /// Skip the RGB readbacks (raw planes only).
+    #[arg(long)]
+    pub no_rgb: bool,
+    /// Exit non-zero unless every frame of every arm is `correct` and every RGB readback within
+    /// tolerance.
+    #[arg(long)]
+    pub strict: bool,
+    /// Use N frames of a CPU-written stand-in decoder on dma-heap buffers instead of a stream.
+    #[arg(long)]
+    pub synthetic: Option<usize>,
+    /// The stand-in decoder's fault.
+    #[arg(long, value_enum, default_value = "none")]
+    pub fault: Fault,
+    /// The stand-in decoder's frame size, WxH.
+    #[arg(long, default_value = "320x240", value_parser = parse_size)]
+    pub size: (u32, u32),
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue)"))
+}
+
+fn parse_hex(s: &str) -> Result<u64, String> {
+    let t = s.trim_start_matches("0x").trim_start_matches("0X");
+    u64::from_str_radix(t, 16).map_err(|e| format!("modifier '{s}': {e}"))
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("size '{s}': want WxH"))?;
+    let w: u32 = w.parse().map_err(|e| format!("size '{s}': {e}"))?;
+    let h: u32 = h.parse().map_err(|e| format!("size '{s}': {e}"))?;
+    if w < 2 || h < 2 || w % 2 == 1 || h % 2 == 1 || w > 8192 || h > 8192 {
+        return Err(format!("size '{s}': want even sizes from 2 to 8192"));
+    }
+    Ok((w, h))
+}
+
+/// A CAPTURE-like NV12 dma-buf the sampler can fill and import.
+pub trait NvBuffer {
+    fn index(&self) -> u32;
+    fn fd(&self) -> BorrowedFd<'_>;
+    fn layout(&self) -> Nv12Layout;
+    fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()>;
+}
+
+impl NvBuffer for CaptureBuffer {
+    fn index(&self) -> u32 {
+        self.index
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.dmabuf.as_fd()
+    }
+    fn layout(&self) -> Nv12Layout {
+        self.layout
+    }
+    fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        self.write_cpu(|b| f(b))
+    }
+}
+
+fn geometry(l: &Nv12Layout) -> Geometry {
+    Geometry {
+        width: l.width,
+        height: l.height,
+    }
+}
+
+fn pack(raw: &[u8], l: &Nv12Layout) -> Result<Vec<u8>> {
+    classify::pack_nv12(raw, geometry(l), l.stride, l.uv_offset).ok_or_else(|| {
+        anyhow!(
+            "NV12 buffer of {} bytes is too short for {}x{} stride {} chroma at {}",
+            raw.len(),
+            l.width,
+            l.height,
+            l.stride,
+            l.uv_offset
+        )
+    })
+}
+
+/// One import path's verdict on one frame.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathVerdict {
+    pub import: ImportPath,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub rgb: Vec<RgbDiff>,
+}
+
+/// One frame as the GPU saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrameResult {
+    pub frame: usize,
+    pub buffer: u32,
+    /// How many times this buffer had been queued before (the sentinel's seed).
+    pub queueing: u64,
+    pub error_flag: bool,
+    pub paths: Vec<PathVerdict>,
+}
+
+struct Pending {
+    buffer: u32,
+    queueing: u64,
+    sentinel: Vec<u8>,
+    samples: Vec<(ImportPath, gpu::Sample)>,
+}
+
+struct Shot {
+    frame: usize,
+    class: Class,
+    cpu: Vec<u8>,
+    gpu: Vec<u8>,
+    final_: bool,
+}
+
+/// The per-frame GPU sampling and classification (the FrameHook of `verify`).
+pub struct Sampler<'g> {
+    gpu: &'g mut Gpu,
+    paths: Vec<ImportPath>,
+    images: Images,
+    sample_at: SampleAt,
+    rgb: bool,
+    chosen: Option<usize>,
+    /// Synthetic fault that changes the import (uv-offset).
+    uv_shift: bool,
+    queueings: HashMap<u32, u64>,
+    pending: HashMap<usize, Pending>,
+    previous: VecDeque<(usize, Vec<u8>)>,
+    buffers: BTreeSet<u32>,
+    layout: Option<Nv12Layout>,
+    pub frames: Vec<FrameResult>,
+    shots: HashMap<ImportPath, Shot>,
+}
+
+const PREVIOUS_KEPT: usize = 8;
+
+impl<'g> Sampler<'g> {
+    fn new(
+        gpu: &'g mut Gpu,
+        paths: Vec<ImportPath>,
+        images: Images,
+        sample_at: SampleAt,
+        rgb: bool,
+        chosen: Option<usize>,
+    ) -> Self {
+        Sampler {
+            gpu,
+            paths,
+            images,
+            sample_at,
+            rgb,
+            chosen,
+            uv_shift: false,
+            queueings: HashMap::new(),
+            pending: HashMap::new(),
+            previous: VecDeque::new(),
+            buffers: BTreeSet::new(),
+            layout: None,
+            frames: Vec::new(),
+            shots: HashMap::new(),
+        }
+    }
+
+    /// Fills the buffer with its sentinel for this queueing.
+    pub fn before_qbuf(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
+        let l = buf.layout();
+        let q = self.queueings.entry(buf.index()).or_insert(0);
+        let queueing = *q;
+        *q += 1;
+        let mut raw = vec![0u8; l.size as usize];
+        classify::fill_sentinel(&mut raw, buf.index(), queueing);
+        buf.write(&mut |b: &mut [u8]| {
+            let n = b.len().min(raw.len());
+            b[..n].copy_from_slice(&raw[..n]);
+        })
+        .with_context(|| format!("sentinel fill of CAPTURE buffer {}", buf.index()))?;
+        self.pending.insert(
+            frame,
+            Pending {
+                buffer: buf.index(),
+                queueing,
+                sentinel: pack(&raw, &l)?,
+                samples: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn sample_now(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
+        let l = buf.layout();
+        self.layout = Some(l);
+        self.buffers.insert(buf.index());
+        let view = DmaBufNv12 {
+            key: buf.index(),
+            fd: buf.fd(),
+            width: l.width,
+            height: l.height,
+            stride: l.stride,
+            uv_offset: if self.uv_shift {
+                l.uv_offset.saturating_sub(l.stride)
+            } else {
+                l.uv_offset
+            },
+            modifier: l.modifier,
+        };
+        let mut samples = Vec::new();
+        for &p in &self.paths {
+            let s = self
+                .gpu
+                .sample(p, self.images, &view, self.rgb)
+                .with_context(|| format!("frame {frame}, {} import", p.name()))?;
+            samples.push((p, s));
+        }
+        let pend = self
+            .pending
+            .get_mut(&frame)
+            .ok_or_else(|| anyhow!("frame {frame} sampled before it was queued"))?;
+        if pend.samples.is_empty() {
+            pend.samples = samples;
+        }
+        Ok(())
+    }
+
+    pub fn queued(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
+        let done = self
+            .pending
+            .get(&frame)
+            .is_some_and(|p| !p.samples.is_empty());
+        if self.sample_at == SampleAt::Queued && !done {
+            self.sample_now(frame, buf)?;
+        }
+        Ok(())
+    }
+
+    pub fn dequeued(
+        &mut self,
+        frame: usize,
+        buf: &dyn NvBuffer,
+        error: bool,
+        cpu_raw: &[u8],
+    ) -> Result<()> {
+        if self.sample_at == SampleAt::Dqbuf {
+            self.sample_now(frame, buf)?;
+        }
+        let l = buf.layout();
+        let g = geometry(&l);
+        let cpu = pack(cpu_raw, &l)?;
+        let pend = self
+            .pending
+            .remove(&frame)
+            .ok_or_else(|| anyhow!("frame {frame} dequeued but never queued"))?;
+        if pend.samples.is_empty() {
+            bail!("frame {frame} was never sampled (the decoder did not call the queued hook)");
+        }
+        let prev: Vec<(usize, &[u8])> = self
+            .previous
+            .iter()
+            .map(|(i, v)| (*i, v.as_slice()))
+            .collect();
+        let mut paths = Vec::new();
+        for (p, s) in &pend.samples {
+            let verdict = classify::classify(&classify::Frame {
+                geometry: g,
+                gpu: &s.nv12,
+                cpu: &cpu,
+                sentinel: Some(&pend.sentinel),
+                previous: &prev,
+                error,
+            })
+            .map_err(|e| anyhow!("frame {frame}: {e}"))?;
+            let rgb = s
+                .rgb
+                .iter()
+                .map(|(m, v)| gpu::compare_rgb(v, &gpu::nv12_to_rgb(&cpu, g, *m), *m))
+                .collect();
+            let take = match self.shots.get(p) {
+                _ if self.chosen == Some(frame) => true,
+                None => true,
+                Some(s) => !s.final_ && self.chosen.is_none() && verdict.failed(),
+            };
+            if take {
+                self.shots.insert(
+                    *p,
+                    Shot {
+                        frame,
+                        class: verdict.class,
+                        cpu: cpu.clone(),
+                        gpu: s.nv12.clone(),
+                        final_: self.chosen == Some(frame)
+                            || (self.chosen.is_none() && verdict.failed()),
+                    },
+                );
+            }
+            paths.push(PathVerdict {
+                import: *p,
+                verdict,
+                rgb,
+            });
+        }
+        self.frames.push(FrameResult {
+            frame,
+            buffer: pend.buffer,
+            queueing: pend.queueing,
+            error_flag: error,
+            paths,
+        });
+        self.previous.push_front((frame, cpu));
+        self.previous.truncate(PREVIOUS_KEPT);
+        Ok(())
+    }
+}
+
+struct DecodeHook<'a, 'g>(&'a mut Sampler<'g>);
+
+impl FrameHook for DecodeHook<'_, '_> {
+    fn before_qbuf(&mut self, frame: usize, buf: &CaptureBuffer) -> Result<()> {
+        self.0.before_qbuf(frame, buf)
+    }
+    fn queued(&mut self, frame: usize, buf: &CaptureBuffer) -> Result<()> {
+        self.0.queued(frame, buf)
+    }
+    fn dequeued(
+        &mut self,
+        frame: usize,
+        buf: &CaptureBuffer,
+        error: bool,
+        cpu: &[u8],
+    ) -> Result<()> {
+        self.0.dequeued(frame, buf, error, cpu)
+    }
+}
+
+/// A dma-heap buffer mapped for the synthetic decoder.
+struct HeapBuffer {
+    index: u32,
+    file: File,
+    layout: Nv12Layout,
+    ptr: NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+impl HeapBuffer {
+    fn new(index: u32, layout: Nv12Layout) -> Result<HeapBuffer> {
+        let file = crate::sys::heap_alloc(u64::from(layout.size))
+            .with_context(|| format!("synthetic buffer {index} ({} bytes)", layout.size))?;
+        let len = std::num::NonZeroUsize::new(layout.size as usize)
+            .ok_or_else(|| anyhow!("empty synthetic buffer"))?;
+        // SAFETY: a new shared mapping of a dma-buf we own, accessed only between
+        // DMA_BUF_IOCTL_SYNC START and END, unmapped in Drop.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                &file,
+                0,
+            )
+        }
+        .with_context(|| format!("mmap of synthetic buffer {index}"))?;
+        Ok(HeapBuffer {
+            index,
+            file,
+            layout,
+            ptr,
+            len: len.get(),
+        })
+    }
+
+    fn access<T>(&self, flags: u64, f: impl FnOnce(&mut [u8]) -> T) -> Result<T> {
+        crate::sys::dmabuf_sync(&self.file, crate::sys::DMA_BUF_SYNC_START | flags)?;
+        // SAFETY: the mapping is `len` bytes and lives as long as `self`; HeapBuffer is not Sync
+        // (NonNull), and the slice does not outlive `f`.
+        let s = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr() as *mut u8, self.len) };
+        let r = f(s);
+        crate::sys::dmabuf_sync(&self.file, crate::sys::DMA_BUF_SYNC_END | flags)?;
+        Ok(r)
+    }
+}
+
+impl Drop for HeapBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+    }
+}
+
+impl NvBuffer for HeapBuffer {
+    fn index(&self) -> u32 {
+        self.index
+    }
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+    fn layout(&self) -> Nv12Layout {
+        self.layout
+    }
+    fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        self.access(crate::sys::DMA_BUF_SYNC_WRITE, f)
+    }
+}
+
+/// The synthetic decoder's picture `n`: a gradient with a moving block, different every frame.
+pub fn synthetic_frame(n: usize, l: &Nv12Layout) -> Vec<u8> {
+    let mut raw = vec![0x10u8; l.size as usize];
+    let (w, h, s) = (l.width as usize, l.height as usize, l.stride as usize);
+    let bx = (n * 7) % w.max(1);
+    for y in 0..h {
+        for x in 0..w {
+            let inblock = x >= bx && x < bx + 16 && (y / 16) % 4 == n % 4;
+            raw[y * s + x] = if inblock {
+                235
+            } else {
+                16 + ((x + 2 * y + 3 * n) % 220) as u8
+            };
+        }
+    }
+    let uv = l.uv_offset as usize;
+    for y in 0..h / 2 {
+        for x in 0..w / 2 {
+            raw[uv + y * s + 2 * x] = 78 + ((x * 3 + n * 5) % 100) as u8;
+            raw[uv + y * s + 2 * x + 1] = 78 + ((y * 3 + n * 7) % 100) as u8;
+        }
+    }
+    raw
+}
+
+/// Runs the synthetic stand-in decoder: 4 buffers in turn, `n` frames.
+fn run_synthetic(
+    s: &mut Sampler<'_>,
+    n: usize,
+    size: (u32, u32),
+    fault: Fault,
+) -> Result<serde_json::Value> {
+    let (w, h) = size;
+    let stride = w.div_ceil(64) * 64;
+    let layout = Nv12Layout {
+        width: w,
+        height: h,
+        visible_width: w,
+        visible_height: h,
+        stride,
+        uv_offset: stride * h,
+        size: stride * h * 3 / 2,
+        modifier: gpu::DRM_FORMAT_MOD_LINEAR,
+    };
+    let bufs: Vec<HeapBuffer> = (0..4)
+        .map(|i| HeapBuffer::new(i, layout))
+        .collect::<Result<_>>()?;
+    s.uv_shift = fault == Fault::UvOffset;
+    let mut last: Option<Vec<u8>> = None;
+    for f in 0..n {
+        let b = &bufs[f % bufs.len()];
+        let content = synthetic_frame(f, &layout);
+        s.before_qbuf(f, b)?;
+        let half = (layout.uv_offset as usize) / 2;
+        match fault {
+            Fault::None | Fault::Error | Fault::UvOffset => {
+                b.write(&mut |m| m.copy_from_slice(&content))?
+            }
+            Fault::Half => b.write(&mut |m| m[..half].copy_from_slice(&content[..half]))?,
+            Fault::Zero => b.write(&mut |m| m.fill(0))?,
+            Fault::Previous => {
+                if let Some(p) = &last {
+                    b.write(&mut |m| m.copy_from_slice(p))?
+                }
+            }
+            Fault::Late | Fault::Skip => {}
+        }
+        s.queued(f, b)?;
+        if fault != Fault::Skip {
+            b.write(&mut |m| m.copy_from_slice(&content))?;
+        }
+        let cpu = b.access(crate::sys::DMA_BUF_SYNC_READ, |m| m.to_vec())?;
+        s.dequeued(f, b, fault == Fault::Error, &cpu)?;
+        last = Some(content);
+    }
+    Ok(serde_json::json!({
+        "driver": "synthetic",
+        "card": "CPU-written stand-in decoder on /dev/dma_heap/system",
+        "fault": fault,
+        "frames": n,
+        "capture": layout,
+    }))
+}
+
+/// One arm's report (`vb2-resv.verify/1`).
+#[derive(Serialize)]
+pub struct ArmReport {
+    pub schema: &'static str,
+    pub input: String,
+    /// The module mode set for this arm (None: left as it was).
+    pub mode: Option<String>,
+    pub sample_at: SampleAt,
+    pub images: Images,
+    /// The decoder: its DecodeReport (device, format, per-frame fences), or the synthetic one.
+    pub decoder: serde_json::Value,
+    pub decoder_driver: String,
+    pub gpu: GpuInfo,
+    pub imports: Vec<ImportInfo>,
+    pub layout: Option<Nv12Layout>,
+    pub buffers: usize,
+    /// EGLImages created in this arm, per import path.
+    pub images_created: BTreeMap<String, usize>,
+    /// Frame counts per class, per import path.
+    pub summary: BTreeMap<String, Counts>,
+    /// Frames whose RGB readback was off by more than gpu::RGB_TOLERANCE, per import path.
+    pub rgb_off: BTreeMap<String, usize>,
+    pub frames: Vec<FrameResult>,
+    /// The triptych files written for this arm.
+    pub pngs: Vec<String>,
+}
+
+impl ArmReport {
+    fn label(&self) -> String {
+        format!(
+            "{}-{}-{}",
+            self.mode.as_deref().unwrap_or("unchanged"),
+            self.sample_at.name(),
+            self.images.name()
+        )
+    }
+}
+
+/// `vb2-resv verify`.
+pub fn run(a: &VerifyArgs) -> Result<()> {
+    let input_name = match (&a.input, a.synthetic) {
+        (Some(_), Some(_)) => bail!("give either INPUT or --synthetic N, not both"),
+        (None, None) => bail!("verify needs an H.264 stream (INPUT) or --synthetic N"),
+        (Some(p), None) => {
+            if !p.is_file() {
+                bail!("{}: no such file", p.display());
+            }
+            p.display().to_string()
+        }
+        (None, Some(n)) => format!("synthetic:{n}:{:?}", a.fault).to_lowercase(),
+    };
+    if a.in_flight < 2 {
+        bail!("--in-flight must be at least 2");
+    }
+    if a.synthetic.is_some() && !a.modes.is_empty() {
+        bail!("--modes needs a decoder: the synthetic one is not a V4L2 device");
+    }
+    if !a.modes.is_empty() {
+        kmod::Control::open()?;
+    }
+    let paths = match a.import {
+        ImportArg::Kwin => vec![ImportPath::Kwin],
+        ImportArg::External => vec![ImportPath::External],
+        ImportArg::Both => vec![ImportPath::Kwin, ImportPath::External],
+    };
+    let mut gpu = Gpu::open(&GpuOptions {
+        platform: match a.platform {
+            PlatformArg::Surfaceless => Platform::Surfaceless,
+            PlatformArg::Gbm => Platform::Gbm(a.render_node.clone()),
+        },
+        modifier: a.modifier,
+        external_matrix: match a.matrix {
+            MatrixArg::Bt601 => Matrix::Bt601,
+            MatrixArg::Bt709 => Matrix::Bt709,
+        },
+    })?;
+    println!(
+        "GPU: {} on {} (EGL {} {}; {}), implicit sync: {}",
+        gpu.info.gl_renderer,
+        gpu.info.platform,
+        gpu.info.egl_vendor,
+        gpu.info.egl_version,
+        gpu.info.gl_version,
+        match gpu.info.implicit_sync {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        }
+    );
+    let modes: Vec<Option<Mode>> = if a.modes.is_empty() {
+        vec![None]
+    } else {
+        a.modes.iter().map(|m| Some(*m)).collect()
+    };
+    let images_list: Vec<Images> = a
+        .images
+        .iter()
+        .map(|i| match i {
+            ImagesArg::Cached => Images::Cached,
+            ImagesArg::PerFrame => Images::PerFrame,
+        })
+        .collect();
+
+    if let Some(d) = &a.evidence {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let mut reports = Vec::new();
+    for &mode in &modes {
+        for &sample_at in &a.sample_at {
+            for &images in &images_list {
+                gpu.forget_all();
+                let imports = paths
+                    .iter()
+                    .map(|&p| gpu.check_import(p, images, gpu::DRM_FORMAT_MOD_LINEAR))
+                    .collect::<Result<Vec<_>>>()?;
+                let before: HashMap<ImportPath, usize> =
+                    paths.iter().map(|&p| (p, gpu.images_created(p))).collect();
+                let mut s = Sampler::new(
+                    &mut gpu,
+                    paths.clone(),
+                    images,
+                    sample_at,
+                    !a.no_rgb,
+                    a.frame,
+                );
+                let (decoder, driver) = match (&a.input, a.synthetic) {
+                    (Some(input), _) => {
+                        let opts = DecodeOptions {
+                            device: a.device.clone(),
+                            media: a.media.clone(),
+                            frames: a.frames,
+                            mode,
+                            in_flight: a.in_flight,
+                            ..Default::default()
+                        };
+                        let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
+                        let driver = format!("{} ({})", r.device.driver, r.device.card);
+                        (serde_json::to_value(&r)?, driver)
+                    }
+                    (None, Some(n)) => (
+                        run_synthetic(&mut s, n, a.size, a.fault)?,
+                        "synthetic".to_string(),
+                    ),
+                    (None, None) => unreachable!("checked above"),
+                };
+                let mut summary = BTreeMap::new();
+                let mut rgb_off = BTreeMap::new();
+                for f in &s.frames {
+                    for pv in &f.paths {
+                        summary
+                            .entry(pv.import.name().to_string())
+                            .or_insert_with(Counts::default)
+                            .add(pv.verdict.class);
+                        let off = pv.rgb.iter().any(|r| r.over_tolerance > 0);
+                        *rgb_off.entry(pv.import.name().to_string()).or_insert(0) +=
+                            usize::from(off);
+                    }
+                }
+                let frames = std::mem::take(&mut s.frames);
+                let shots = std::mem::take(&mut s.shots);
+                let layout = s.layout;
+                let buffers = s.buffers.len();
+                drop(s);
+                let mut report = ArmReport {
+                    schema: SCHEMA,
+                    input: input_name.clone(),
+                    mode: mode.map(|m| m.name().to_string()),
+                    sample_at,
+                    images,
+                    decoder,
+                    decoder_driver: driver,
+                    gpu: gpu.info.clone(),
+                    imports,
+                    layout,
+                    buffers,
+                    images_created: paths
+                        .iter()
+                        .map(|&p| (p.name().to_string(), gpu.images_created(p) - before[&p]))
+                        .collect(),
+                    summary,
+                    rgb_off,
+                    frames,
+                    pngs: Vec::new(),
+                };
+                if let (Some(dir), Some(l)) = (&a.evidence, layout) {
+                    for (p, shot) in &shots {
+                        let file = format!("frame-{}-{}.png", report.label(), p.name());
+                        let (w, h, img) = evidence::triptych(
+                            &shot.cpu,
+                            &shot.gpu,
+                            geometry(&l),
+                            (l.visible_width, l.visible_height),
+                            [
+                                &format!("CPU VIEW FRAME {}", shot.frame),
+                                &format!("GPU {}: {}", p.name(), shot.class),
+                                &format!("DIFF\n{}", report.label()),
+                            ],
+                        );
+                        evidence::write_png(&dir.join(&file), w, h, &img)?;
+                        report.pngs.push(file);
+                    }
+                    report.pngs.sort();
+                }
+                for (p, c) in &report.summary {
+                    println!(
+                        "arm {} {p}: {} frames: {}; EGLImages created {} for {} buffers; RGB off in {}",
+                        report.label(),
+                        c.total(),
+                        Class::ALL
+                            .iter()
+                            .map(|k| format!("{k} {}", c.get(*k)))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        report.images_created.get(p).copied().unwrap_or(0),
+                        report.buffers,
+                        report.rgb_off.get(p).copied().unwrap_or(0),
+                    );
+                }
+                reports.push(report);
+            }
+        }
+    }
+    gpu.forget_all();
+
+    if let Some(j) = &a.json {
+        std::fs::write(j, serde_json::to_string_pretty(&reports)?)
+            .with_context(|| format!("cannot write {}", j.display()))?;
+    }
+    if let Some(dir) = &a.evidence {
+        write_evidence(dir, &reports)?;
+        println!("evidence written to {}", dir.display());
+    }
+    if a.strict {
+        let bad: usize = reports
+            .iter()
+            .flat_map(|r| r.summary.values())
+            .map(|c| c.total() - c.get(Class::Correct))
+            .sum();
+        let rgb: usize = reports.iter().flat_map(|r| r.rgb_off.values()).sum();
+        if bad > 0 || rgb > 0 {
+            bail!("--strict: {bad} sampled frames not correct, {rgb} RGB readbacks off by more than {}", gpu::RGB_TOLERANCE);
+        }
+    }
+    Ok(())
+}
+
+fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
+    let mut rows = Vec::new();
+    for r in reports {
+        let name = format!("arm-{}.json", r.label());
+        std::fs::write(dir.join(&name), serde_json::to_string_pretty(r)?)
+            .with_context(|| format!("cannot write {}", dir.join(&name).display()))?;
+        for (p, c) in &r.summary {
+            rows.push(evidence::Row {
+                mode: r.mode.clone().unwrap_or_else(|| "unchanged".into()),
+                sample_at: r.sample_at.name().into(),
+                images: r.images.name().into(),
+                import: p.clone(),
+                counts: c.clone(),
+                images_created: r.images_created.get(p).copied().unwrap_or(0),
+                buffers: r.buffers,
+                rgb_off: r.rgb_off.get(p).copied().unwrap_or(0),
+            });
+        }
+    }
+    let mut md = String::from("# vb2_resv: what the GPU sampled, per arm\n\n");
+    if let Some(r) = reports.first() {
+        let g = &r.gpu;
+        md.push_str(&format!(
+            "- input: `{}`\n- decoder: {}\n- GPU: {} (DRM driver: {}; render node: {}), {} via {}, EGL {} {}\n- kernel implicit sync by the GPU driver: {} ({})\n- EGL imports: {}\n",
+            r.input,
+            r.decoder_driver,
+            g.gl_renderer,
+            g.drm_driver.as_deref().unwrap_or("none"),
+            g.render_node.as_deref().unwrap_or("none"),
+            g.gl_version,
+            g.platform,
+            g.egl_vendor,
+            g.egl_version,
+            match g.implicit_sync {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            },
+            g.implicit_sync_reason,
+            r.imports
+                .iter()
+                .map(|i| format!(
+                    "{} = {} (modifier {})",
+                    i.path.name(),
+                    i.formats.join(" + "),
+                    i.modifier.as_deref().unwrap_or("none: implicit linear")
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+        if let Some(l) = &r.layout {
+            md.push_str(&format!(
+                "- CAPTURE: NV12 {}x{} (visible {}x{}), stride {}, chroma at {}, {} bytes\n",
+                l.width, l.height, l.visible_width, l.visible_height, l.stride, l.uv_offset, l.size
+            ));
+        }
+    }
+    md.push('\n');
+    md.push_str(&evidence::markdown_table(&rows));
+    md.push_str("\nColumns: docs/rfc-evidence.md. Per-frame detail: the arm-*.json files; triptychs: frame-*.png.\n");
+    std::fs::write(dir.join("table.md"), md)
+        .with_context(|| format!("cannot write {}", dir.join("table.md").display()))?;
+    Ok(())
+}
