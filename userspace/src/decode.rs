@@ -201,6 +201,11 @@ pub struct DecodeOptions {
     pub decode_mode: Option<DecodeMode>,
     /// Requests kept queued at once (at least 2).
     pub in_flight: usize,
+    /// Queue requests from a second thread: a driver that runs the job inside
+    /// MEDIA_REQUEST_IOC_QUEUE when idle (visl) then decodes while this thread goes on, as a
+    /// hardware decoder would; [`FrameHook::queued`] is then called once the request is handed
+    /// to that thread.
+    pub async_queue: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// How long to wait for one frame before giving up.
@@ -216,6 +221,7 @@ impl Default for DecodeOptions {
             mode: None,
             decode_mode: None,
             in_flight: 3,
+            async_queue: false,
             progress: false,
             frame_timeout: Duration::from_secs(10),
         }
@@ -329,8 +335,63 @@ impl AsV4l2ControlSlice for &mut FrameCtrls {
 struct OutputSlot {
     index: u32,
     map: ioctl::PlaneMapping,
-    request: Request,
+    /// None while the queue thread has it.
+    request: Option<Request>,
     busy: bool,
+}
+
+/// What the queue thread sends back: the OUTPUT slot, the picture, the request, the result of
+/// MEDIA_REQUEST_IOC_QUEUE and how long the call took.
+type QueueAck = (
+    usize,
+    usize,
+    Request,
+    std::result::Result<(), String>,
+    Duration,
+);
+
+/// A thread that does MEDIA_REQUEST_IOC_QUEUE, so that a driver which runs the job inside that
+/// call (visl, when idle) runs it while the decoder thread goes on, as hardware would.
+struct QueueThread {
+    tx: Option<std::sync::mpsc::Sender<(usize, usize, Request)>>,
+    rx: std::sync::mpsc::Receiver<QueueAck>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    /// Requests handed over and not acknowledged yet, per picture.
+    outstanding: std::collections::HashMap<usize, usize>,
+}
+
+impl QueueThread {
+    fn spawn() -> Result<QueueThread> {
+        let (tx, thread_rx) = std::sync::mpsc::channel::<(usize, usize, Request)>();
+        let (thread_tx, rx) = std::sync::mpsc::channel::<QueueAck>();
+        let handle = std::thread::Builder::new()
+            .name("request-queue".into())
+            .spawn(move || {
+                for (slot, frame, req) in thread_rx {
+                    let t = Instant::now();
+                    let r = req.queue().map_err(|e| e.to_string());
+                    if thread_tx.send((slot, frame, req, r, t.elapsed())).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("cannot start the request-queue thread")?;
+        Ok(QueueThread {
+            tx: Some(tx),
+            rx,
+            handle: Some(handle),
+            outstanding: Default::default(),
+        })
+    }
+}
+
+impl Drop for QueueThread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// A frame whose CAPTURE buffer is queued.
@@ -341,8 +402,6 @@ struct InFlight {
     fence: report::FenceAfterQbuf,
     requests: usize,
     bytes: usize,
-    /// Time spent in MEDIA_REQUEST_IOC_QUEUE for this frame.
-    queue_time: Duration,
 }
 
 fn errno_last() -> nix::errno::Errno {
@@ -462,6 +521,7 @@ pub fn decode(
         qbuf_to_dqbuf_us: report::Stats::of(frames.iter().map(|r| r.qbuf_to_dqbuf_us)),
         poll_block_us: report::Stats::of(frames.iter().map(|r| r.poll_block_us)),
         request_queue_us: report::Stats::of(frames.iter().map(|r| r.request_queue_us)),
+        dqbuf_wait_us: report::Stats::of(frames.iter().map(|r| r.dqbuf_wait_us)),
         display_order_ok,
         wall_ms: wall.as_millis() as u64,
         fps: frames.len() as f64 / wall.as_secs_f64().max(1e-9),
@@ -507,6 +567,9 @@ struct Decoder {
     out_size: usize,
     captures: Vec<CaptureBuffer>,
     format: report::FormatInfo,
+    queue_thread: Option<QueueThread>,
+    /// Time spent in MEDIA_REQUEST_IOC_QUEUE per picture (filled by acks in async mode).
+    queue_times: std::collections::HashMap<usize, Duration>,
     /// Declared last: detaches after the buffers are gone.
     module: ModuleGuard,
     streaming: bool,
@@ -760,7 +823,7 @@ impl Decoder {
             outputs.push(OutputSlot {
                 index: i,
                 map,
-                request,
+                request: Some(request),
                 busy: false,
             });
         }
@@ -825,6 +888,12 @@ impl Decoder {
             out_size,
             captures,
             format,
+            queue_thread: if opts.async_queue {
+                Some(QueueThread::spawn()?)
+            } else {
+                None
+            },
+            queue_times: Default::default(),
             module,
             streaming: true,
         })
@@ -864,9 +933,18 @@ impl Decoder {
                     b.index()
                 )
             })?;
+        let slot_i = slot.index as usize;
+        while self.outputs[slot_i].request.is_none() {
+            self.take_ack(timeout)?;
+        }
+        let slot = &mut self.outputs[slot_i];
+        let request = slot
+            .request
+            .as_ref()
+            .ok_or_else(|| anyhow!("request lost"))?;
         // The request completes once all its objects are done; wait for it before REINIT.
-        // SAFETY: the request fd is open for as long as `slot.request` lives (this call).
-        let rfd = unsafe { BorrowedFd::borrow_raw(slot.request.as_raw_fd()) };
+        // SAFETY: the request fd is open for as long as `request` lives (this call).
+        let rfd = unsafe { BorrowedFd::borrow_raw(request.as_raw_fd()) };
         if !wait_fd(rfd, nix::poll::PollFlags::POLLPRI, timeout)? {
             bail!(
                 "{}: request of OUTPUT buffer {} did not complete within {:?}",
@@ -875,7 +953,7 @@ impl Decoder {
                 timeout
             );
         }
-        slot.request
+        request
             .reinit()
             .map_err(|e| anyhow!("MEDIA_REQUEST_IOC_REINIT: {e}"))?;
         slot.busy = false;
@@ -902,8 +980,9 @@ impl Decoder {
         slice: Option<usize>,
         ts: u64,
         hold: bool,
+        frame: usize,
         timeout: Duration,
-    ) -> Result<(usize, Duration)> {
+    ) -> Result<usize> {
         let slot_i = self.free_output(timeout)?;
         let annex_b = self.annex_b;
         let out_size = self.out_size;
@@ -922,7 +1001,11 @@ impl Decoder {
             slot.map.data[n + sc.len()..end].copy_from_slice(nal);
             n = end;
         }
-        let rfd = slot.request.as_raw_fd();
+        let rfd = slot
+            .request
+            .as_ref()
+            .ok_or_else(|| anyhow!("OUTPUT slot {slot_i} has no request"))?
+            .as_raw_fd();
         let mut fc = FrameCtrls {
             sps: SafeExtControl::from(ctrls.sps),
             pps: SafeExtControl::from(ctrls.pps),
@@ -956,12 +1039,51 @@ impl Decoder {
         q.planes.push(QBufPlane::new_from_handle(&MmapHandle, n));
         ioctl::qbuf::<_, ()>(&self.dev, q)
             .map_err(|e| anyhow!("{video}: QBUF OUTPUT {} (request): {e}", slot.index))?;
+        slot.busy = true;
+        if let Some(qt) = self.queue_thread.as_mut() {
+            let req = slot
+                .request
+                .take()
+                .ok_or_else(|| anyhow!("OUTPUT slot {slot_i} has no request"))?;
+            qt.tx
+                .as_ref()
+                .ok_or_else(|| anyhow!("request-queue thread gone"))?
+                .send((slot_i, frame, req))
+                .map_err(|_| anyhow!("request-queue thread gone"))?;
+            *qt.outstanding.entry(frame).or_default() += 1;
+            return Ok(n);
+        }
         let t = Instant::now();
         slot.request
+            .as_ref()
+            .ok_or_else(|| anyhow!("OUTPUT slot {slot_i} has no request"))?
             .queue()
             .map_err(|e| anyhow!("{video}: MEDIA_REQUEST_IOC_QUEUE: {e}"))?;
-        slot.busy = true;
-        Ok((n, t.elapsed()))
+        *self.queue_times.entry(frame).or_default() += t.elapsed();
+        Ok(n)
+    }
+
+    /// One answer of the queue thread: the request goes back to its slot.
+    fn take_ack(&mut self, timeout: Duration) -> Result<()> {
+        let qt = self
+            .queue_thread
+            .as_mut()
+            .ok_or_else(|| anyhow!("a request is missing and there is no queue thread"))?;
+        let (slot, frame, req, r, dt) = qt
+            .rx
+            .recv_timeout(timeout)
+            .map_err(|e| anyhow!("{}: request-queue thread: {e}", self.video))?;
+        if let Some(n) = qt.outstanding.get_mut(&frame) {
+            *n = n.saturating_sub(1);
+        }
+        self.outputs[slot].request = Some(req);
+        *self.queue_times.entry(frame).or_default() += dt;
+        r.map_err(|e| {
+            anyhow!(
+                "{}: MEDIA_REQUEST_IOC_QUEUE (picture {frame}): {e}",
+                self.video
+            )
+        })
     }
 
     fn run(
@@ -1065,23 +1187,18 @@ impl Decoder {
             let ctrls = pic.v4l2_controls(stream, timestamp_ns);
             let ts = timestamp_ns(i);
             let mut bytes = 0;
-            let mut queue_time = Duration::ZERO;
             let requests = match self.mode {
                 DecodeMode::Frame => {
                     let nals: Vec<&[u8]> = pic.slices.iter().map(|s| s.nal()).collect();
-                    let (b, t) = self.queue_request(&nals, &ctrls, None, ts, false, timeout)?;
-                    bytes += b;
-                    queue_time += t;
+                    bytes += self.queue_request(&nals, &ctrls, None, ts, false, i, timeout)?;
                     1
                 }
                 DecodeMode::Slice => {
                     let k = pic.slices.len();
                     for (j, s) in pic.slices.iter().enumerate() {
                         let hold = self.hold && j + 1 < k;
-                        let (b, t) =
-                            self.queue_request(&[s.nal()], &ctrls, Some(j), ts, hold, timeout)?;
-                        bytes += b;
-                        queue_time += t;
+                        bytes +=
+                            self.queue_request(&[s.nal()], &ctrls, Some(j), ts, hold, i, timeout)?;
                     }
                     k
                 }
@@ -1094,7 +1211,6 @@ impl Decoder {
                 fence,
                 requests,
                 bytes,
-                queue_time,
             });
             if let Some(b) = &bar {
                 b.set_position(done as u64);
@@ -1170,6 +1286,7 @@ impl Decoder {
             .ok_or_else(|| anyhow!("nothing in flight"))?;
         let cb = &self.captures[f.buf];
         let (blocked, ready) = sys::poll_in(&cb.dmabuf, timeout)?;
+        let polled_at = Instant::now();
         if !wait_fd(self.dev.as_fd(), nix::poll::PollFlags::POLLIN, timeout)? {
             bail!(
                 "{}: picture {} was not decoded within {:?}",
@@ -1181,6 +1298,7 @@ impl Decoder {
         let b: ioctl::V4l2Buffer = ioctl::dqbuf(&self.dev, CAP_Q)
             .map_err(|e| anyhow!("{}: DQBUF CAPTURE: {e} ({})", self.video, errno_last()))?;
         let elapsed = f.qbuf_at.elapsed();
+        let dqbuf_wait = polled_at.elapsed();
         if b.index() != cb.index {
             bail!(
                 "{}: DQBUF CAPTURE gave buffer {}, expected {} (picture {})",
@@ -1202,6 +1320,16 @@ impl Decoder {
             );
         }
         let error = b.has_error();
+        // In async mode, the queue thread's answers for this picture (its request-queue time).
+        while self
+            .queue_thread
+            .as_ref()
+            .is_some_and(|q| q.outstanding.get(&f.frame).copied().unwrap_or(0) > 0)
+        {
+            self.take_ack(timeout)?;
+        }
+        let queue_time = self.queue_times.remove(&f.frame).unwrap_or_default();
+        let cb = &self.captures[f.buf];
         let sequence = b.sequence();
         let cpu = cb.read_cpu()?;
         let checksums = report::checksums(&cpu, &cb.layout);
@@ -1261,13 +1389,14 @@ impl Decoder {
             slice_types: pic.slice_types.iter().map(|t| t.to_string()).collect(),
             requests: f.requests,
             bitstream_bytes: f.bytes,
-            request_queue_us: f.queue_time.as_micros() as u64,
+            request_queue_us: queue_time.as_micros() as u64,
             dpb,
             ref_lists,
             fence_after_qbuf: f.fence,
             qbuf_to_dqbuf_us: elapsed.as_micros() as u64,
             poll_block_us: blocked.as_micros() as u64,
             poll_ready: ready,
+            dqbuf_wait_us: dqbuf_wait.as_micros() as u64,
             error,
             checksums,
         });

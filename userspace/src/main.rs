@@ -49,6 +49,10 @@ enum Cmd {
         /// Requests kept in flight (at least 2).
         #[arg(long, default_value_t = 3)]
         in_flight: usize,
+        /// Queue requests from a second thread (visl runs an idle device's job inside the
+        /// request-queue call; this lets it decode while the decoder thread goes on).
+        #[arg(long)]
+        async_queue: bool,
         /// Do not print the per-frame table.
         #[arg(long, short)]
         quiet: bool,
@@ -87,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             decode_mode,
             in_flight,
+            async_queue,
             quiet,
         } => {
             if in_flight < 2 {
@@ -99,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
                 mode,
                 decode_mode,
                 in_flight,
+                async_queue,
                 progress: std::io::stderr().is_terminal(),
                 ..Default::default()
             };
@@ -110,7 +116,10 @@ fn run(cli: Cli) -> Result<()> {
             let text = report.render();
             if quiet {
                 // The header and the totals only.
-                for l in text.lines().filter(|l| !l.is_empty() && !l.starts_with(' ')) {
+                for l in text
+                    .lines()
+                    .filter(|l| !l.is_empty() && !l.starts_with(' '))
+                {
                     println!("{l}");
                 }
             } else {

@@ -166,6 +166,9 @@ pub struct FrameRecord {
     pub poll_block_us: u64,
     /// poll(POLLIN) returned ready (false: timed out).
     pub poll_ready: bool,
+    /// From poll(POLLIN)'s return to DQBUF's: a long wait here means the dma-buf looked
+    /// readable while the decoder was still writing it (what a compositor's implicit sync sees).
+    pub dqbuf_wait_us: u64,
     /// V4L2_BUF_FLAG_ERROR at DQBUF.
     pub error: bool,
     pub checksums: Checksums,
@@ -203,6 +206,7 @@ pub struct Summary {
     pub qbuf_to_dqbuf_us: Stats,
     pub poll_block_us: Stats,
     pub request_queue_us: Stats,
+    pub dqbuf_wait_us: Stats,
     /// Frames came out in display order, each once (`display_index` ascending).
     pub display_order_ok: bool,
     pub wall_ms: u64,
@@ -358,8 +362,13 @@ impl DecodeReport {
         );
         let _ = writeln!(
             s,
-            "MEDIA_REQUEST_IOC_QUEUE us min/mean/max {}/{}/{}",
-            sm.request_queue_us.min, sm.request_queue_us.mean, sm.request_queue_us.max
+            "MEDIA_REQUEST_IOC_QUEUE us min/mean/max {}/{}/{}; poll return -> DQBUF us min/mean/max {}/{}/{}",
+            sm.request_queue_us.min,
+            sm.request_queue_us.mean,
+            sm.request_queue_us.max,
+            sm.dqbuf_wait_us.min,
+            sm.dqbuf_wait_us.mean,
+            sm.dqbuf_wait_us.max
         );
         s
     }

@@ -268,6 +268,31 @@ t_verifier_visl_fences() {
 	n=$(sed -n 's/^fences attached: //p' /sys/kernel/debug/vb2_resv/"$node")
 	[ "$n" -ge "$fr" ] || fail "the module attached $n fences for $fr frames"
 
+	# With the job run from a second thread (as hardware runs it), a reader that polls the
+	# dma-buf waits for the decode with the module, and not at all without it.
+	"$VB2R" decode "$f" --device "$dev" --frames 60 --mode queue --async-queue --json /tmp/f-async.json -q ||
+		fail "decode with vb2_resv, --async-queue"
+	rmmod vb2_resv || fail "rmmod vb2_resv"
+	"$VB2R" decode "$f" --device "$dev" --frames 60 --async-queue --json /tmp/f-async-none.json -q ||
+		fail "decode without vb2_resv, --async-queue"
+	python3 - /tmp/f-async.json /tmp/f-async-none.json <<'PY' || fail "poll(POLLIN) on the dma-buf does not wait for the decode with vb2_resv only"
+import json, sys
+w, wo = (json.load(open(p)) for p in sys.argv[1:3])
+long = lambda r, k: sum(1 for f in r["frames"] if f[k] >= 20000)
+n, m = len(w["frames"]), len(wo["frames"])
+# poll_block_us: how long poll(POLLIN) on the dma-buf waited; dqbuf_wait_us: from its return
+# to DQBUF, i.e. the dma-buf looked readable while visl was still writing it.
+print(f"with vb2_resv: poll blocked >= 20 ms on {long(w, 'poll_block_us')} of {n} frames, "
+      f"readable >= 20 ms before DQBUF on {long(w, 'dqbuf_wait_us')}")
+print(f"without it:    poll blocked >= 20 ms on {long(wo, 'poll_block_us')} of {m} frames, "
+      f"readable >= 20 ms before DQBUF on {long(wo, 'dqbuf_wait_us')}")
+ok = (long(w, "poll_block_us") > 0 and long(w, "dqbuf_wait_us") == 0
+      and long(wo, "poll_block_us") == 0 and long(wo, "dqbuf_wait_us") > 0
+      and w["summary"]["fences_pending_vb2_resv"] == n)
+sys.exit(0 if ok else 1)
+PY
+	insmod_vb2r || fail "insmod vb2_resv"
+
 	# Mode dqbuf: the fence comes at DQBUF, so none is pending after QBUF.
 	"$VB2R" decode "$f" --device "$dev" --frames 10 --mode dqbuf --json /tmp/f-dqbuf.json -q || fail "decode, mode dqbuf"
 	read -r want fr pend ours present all minq mode attach <<<"$(verifier_fence_counts /tmp/f-dqbuf.json "$node")"
