@@ -113,6 +113,11 @@ pub struct VerifyArgs {
     /// Requests the decoder keeps in flight (at least 2).
     #[arg(long, default_value_t = 3)]
     pub in_flight: usize,
+    /// Queue the requests from a second thread (decode.rs): visl runs a job inside
+    /// MEDIA_REQUEST_IOC_QUEUE when idle, so without this `--sample-at queued` always finds the
+    /// frame already written; with it visl decodes while the GPU samples, as hardware would.
+    #[arg(long)]
+    pub async_queue: bool,
     /// kwin: R8 + GR88 EGLImages; external: one NV12 EGLImage via samplerExternalOES; both.
     #[arg(long, value_enum, default_value = "kwin")]
     pub import: ImportArg,
@@ -768,6 +773,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                             frames: a.frames,
                             mode,
                             in_flight: a.in_flight,
+                            async_queue: a.async_queue,
                             ..Default::default()
                         };
                         let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
