@@ -402,6 +402,7 @@ struct InFlight {
     fence: report::FenceAfterQbuf,
     requests: usize,
     bytes: usize,
+    readable_after_queue: bool,
 }
 
 fn errno_last() -> nix::errno::Errno {
@@ -518,6 +519,7 @@ pub fn decode(
                     && r.fence_after_qbuf.driver.as_deref() == Some("vb2_resv")
             })
             .count(),
+        readable_after_queue: frames.iter().filter(|r| r.readable_after_queue).count(),
         qbuf_to_dqbuf_us: report::Stats::of(frames.iter().map(|r| r.qbuf_to_dqbuf_us)),
         poll_block_us: report::Stats::of(frames.iter().map(|r| r.poll_block_us)),
         request_queue_us: report::Stats::of(frames.iter().map(|r| r.request_queue_us)),
@@ -1203,6 +1205,10 @@ impl Decoder {
                     k
                 }
             };
+            // Would a reader that looks now (a compositor handed the buffer at this point)
+            // find the dma-buf readable? A zero-timeout poll(POLLIN).
+            let (_, readable_after_queue) =
+                sys::poll_in(&self.captures[buf].dmabuf, Duration::ZERO)?;
             hook.queued(i, &self.captures[buf])?;
             inflight.push_back(InFlight {
                 frame: i,
@@ -1211,6 +1217,7 @@ impl Decoder {
                 fence,
                 requests,
                 bytes,
+                readable_after_queue,
             });
             if let Some(b) = &bar {
                 b.set_position(done as u64);
@@ -1396,6 +1403,7 @@ impl Decoder {
             qbuf_to_dqbuf_us: elapsed.as_micros() as u64,
             poll_block_us: blocked.as_micros() as u64,
             poll_ready: ready,
+            readable_after_queue: f.readable_after_queue,
             dqbuf_wait_us: dqbuf_wait.as_micros() as u64,
             error,
             checksums,

@@ -654,22 +654,26 @@ pub fn check_h264_decoder(path: &Path) -> Result<VideoNode> {
     Ok(n)
 }
 
-/// The first stateless H.264 decoder of the machine with its media device.
+/// The stateless H.264 decoder of the machine with its media device: hantro's if there are
+/// several (the PineTab2's RK3566 decodes H.264 with hantro), else the first by node number.
 pub fn find_h264_decoder() -> Result<(VideoNode, PathBuf)> {
     let (nodes, _) = video_nodes();
     let mut seen = Vec::new();
+    let mut found = Vec::new();
     for n in nodes {
         if n.m2m && n.mplane && n.stateless.iter().any(|c| c.fourcc.starts_with("S264")) {
-            match &n.media {
-                Some(m) => {
-                    let m = PathBuf::from(m);
-                    return Ok((n, m));
-                }
+            match n.media.clone() {
+                Some(m) => found.push((n, PathBuf::from(m))),
                 None => seen.push(format!("{} (no media device)", n.path)),
             }
         } else {
             seen.push(format!("{} ({})", n.path, n.driver));
         }
+    }
+    // Stable: keeps node order among equals.
+    found.sort_by_key(|(n, _)| !n.driver.starts_with("hantro"));
+    if let Some(f) = found.into_iter().next() {
+        return Ok(f);
     }
     if seen.is_empty() {
         bail!("no V4L2 video nodes at all (no /dev/video*; is the decoder's driver loaded?)");

@@ -166,6 +166,9 @@ pub struct FrameRecord {
     pub poll_block_us: u64,
     /// poll(POLLIN) returned ready (false: timed out).
     pub poll_ready: bool,
+    /// A zero-timeout poll(POLLIN) on the dma-buf just after the picture's request(s) were
+    /// queued said readable: a reader looking then would not have waited for the decode.
+    pub readable_after_queue: bool,
     /// From poll(POLLIN)'s return to DQBUF's: a long wait here means the dma-buf looked
     /// readable while the decoder was still writing it (what a compositor's implicit sync sees).
     pub dqbuf_wait_us: u64,
@@ -203,6 +206,8 @@ pub struct Summary {
     pub fences_pending: usize,
     /// Frames whose pending fence's driver is `vb2_resv`.
     pub fences_pending_vb2_resv: usize,
+    /// Frames whose dma-buf was readable just after their request was queued.
+    pub readable_after_queue: usize,
     pub qbuf_to_dqbuf_us: Stats,
     pub poll_block_us: Stats,
     pub request_queue_us: Stats,
@@ -347,8 +352,12 @@ impl DecodeReport {
         );
         let _ = writeln!(
             s,
-            "fence after QBUF: {} present, {} pending ({} from vb2_resv)",
-            sm.fences_present, sm.fences_pending, sm.fences_pending_vb2_resv
+            "fence after QBUF: {} present, {} pending ({} from vb2_resv); dma-buf readable just after queueing: {} of {}",
+            sm.fences_present,
+            sm.fences_pending,
+            sm.fences_pending_vb2_resv,
+            sm.readable_after_queue,
+            sm.frames
         );
         let _ = writeln!(
             s,
