@@ -173,25 +173,34 @@ fn intf_type(t: u32) -> String {
     }
 }
 
-/// The /dev character device with this major:minor (searched in /dev and /dev/v4l-less names).
-fn devnode_for(major: u32, minor: u32) -> Option<String> {
-    let want = nix::sys::stat::makedev(major as u64, minor as u64);
-    let dir = std::fs::read_dir("/dev").ok()?;
-    let mut hits: Vec<String> = dir
-        .flatten()
-        .filter(|e| {
-            e.metadata()
-                .map(|m| m.file_type().is_char_device() && m.rdev() == want)
-                .unwrap_or(false)
+/// The character devices under /dev by device number (the first name in sorted order).
+fn dev_map() -> std::collections::HashMap<u64, String> {
+    let mut names: Vec<(u64, String)> = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    m.file_type()
+                        .is_char_device()
+                        .then(|| (m.rdev(), e.path().to_string_lossy().into_owned()))
+                })
+                .collect()
         })
-        .map(|e| e.path().to_string_lossy().into_owned())
-        .collect();
-    hits.sort();
-    hits.into_iter().next()
+        .unwrap_or_default();
+    names.sort();
+    let mut map = std::collections::HashMap::new();
+    for (rdev, name) in names {
+        map.entry(rdev).or_insert(name);
+    }
+    map
 }
 
-/// MEDIA_IOC_DEVICE_INFO and MEDIA_IOC_G_TOPOLOGY of one media device.
-pub fn media_device(path: &Path) -> Result<MediaDevice> {
+/// MEDIA_IOC_DEVICE_INFO and MEDIA_IOC_G_TOPOLOGY of one media device; interface device
+/// numbers are named from `devs` (see [`media_devices`]) when given.
+pub fn media_device(
+    path: &Path,
+    devs: Option<&std::collections::HashMap<u64, String>>,
+) -> Result<MediaDevice> {
     let f = File::options()
         .read(true)
         .write(true)
@@ -297,7 +306,10 @@ pub fn media_device(path: &Path) -> Result<MediaDevice> {
                 intf_type: intf_type(i.intf_type),
                 major: raw[0],
                 minor: raw[1],
-                devnode: devnode_for(raw[0], raw[1]),
+                devnode: devs.and_then(|d| {
+                    d.get(&nix::sys::stat::makedev(raw[0] as u64, raw[1] as u64))
+                        .cloned()
+                }),
             }
         })
         .collect();
@@ -371,10 +383,11 @@ fn numbered(dir: &str, prefix: &str) -> Vec<PathBuf> {
 
 /// Every /dev/mediaN that answers MEDIA_IOC_DEVICE_INFO, with the errors of those that do not.
 pub fn media_devices() -> (Vec<MediaDevice>, Vec<String>) {
+    let devs = dev_map();
     let mut ok = Vec::new();
     let mut errs = Vec::new();
     for p in numbered("/sys/bus/media/devices", "media") {
-        match media_device(&p) {
+        match media_device(&p, Some(&devs)) {
             Ok(m) => ok.push(m),
             Err(e) => errs.push(format!("{e:#}")),
         }
@@ -387,7 +400,9 @@ pub fn media_for_video(video: &Path) -> Option<PathBuf> {
     let rdev = std::fs::metadata(video).ok()?.rdev();
     let (maj, min) = (nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
     for p in numbered("/sys/bus/media/devices", "media") {
-        let Ok(m) = media_device(&p) else { continue };
+        let Ok(m) = media_device(&p, None) else {
+            continue;
+        };
         if m.interfaces.iter().any(|i| {
             i.intf_type == intf_type(MEDIA_INTF_T_V4L_VIDEO)
                 && i.major as u64 == maj
@@ -657,10 +672,21 @@ pub fn check_h264_decoder(path: &Path) -> Result<VideoNode> {
 /// The stateless H.264 decoder of the machine with its media device: hantro's if there are
 /// several (the PineTab2's RK3566 decodes H.264 with hantro), else the first by node number.
 pub fn find_h264_decoder() -> Result<(VideoNode, PathBuf)> {
-    let (nodes, _) = video_nodes();
     let mut seen = Vec::new();
     let mut found = Vec::new();
-    for n in nodes {
+    for p in numbered("/sys/class/video4linux", "video") {
+        // A quick look first: only mem2mem nodes offering H264_SLICE get the full probe.
+        if let Some(why) = not_h264_m2m(&p) {
+            seen.push(format!("{} ({why})", p.display()));
+            continue;
+        }
+        let n = match video_node(&p) {
+            Ok(n) => n,
+            Err(e) => {
+                seen.push(format!("{e:#}"));
+                continue;
+            }
+        };
         if n.m2m && n.mplane && n.stateless.iter().any(|c| c.fourcc.starts_with("S264")) {
             match n.media.clone() {
                 Some(m) => found.push((n, PathBuf::from(m))),
@@ -682,6 +708,26 @@ pub fn find_h264_decoder() -> Result<(VideoNode, PathBuf)> {
         "no stateless H.264 decoder with a media device among: {}",
         seen.join(", ")
     )
+}
+
+/// Why `path` is not a multi-planar mem2mem node offering H264_SLICE on OUTPUT (driver name
+/// included), or None if it is.
+fn not_h264_m2m(path: &Path) -> Option<String> {
+    let dev = match crate::v4l2::open(path) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    let cap: ioctl::Capability = match ioctl::querycap(&dev) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("VIDIOC_QUERYCAP: {e}")),
+    };
+    if !cap.device_caps().contains(Capabilities::VIDEO_M2M_MPLANE) {
+        return Some(cap.driver);
+    }
+    if !formats(&dev, QueueType::VideoOutputMplane).contains(&PixelFormat::from_fourcc(b"S264")) {
+        return Some(format!("{}, no H264_SLICE", cap.driver));
+    }
+    None
 }
 
 /// The vb2_resv module as /sys and its debugfs show it.

@@ -305,10 +305,17 @@ PY
 
 t_verifier_bad_input() {
 	[ -x "$VB2R" ] || fail "$VB2R not built"
-	load_drivers visl vivid vim2m || fail "modprobe visl vivid vim2m"
+	load_drivers vivid vim2m || fail "modprobe vivid vim2m"
 	local good vivid vim2m n bad=0
 	good=$(verifier_streams | head -n 1)
 	[ -n "$good" ] || fail "no test stream"
+	# No stateless decoder on the machine at all (visl not loaded yet).
+	grep -q '^visl ' /proc/modules && fail "visl is loaded"
+	"$VB2R" decode "$good" >/tmp/bad-out 2>/tmp/bad-err && fail "decode without any decoder succeeded"
+	cat /tmp/bad-err
+	[ "$(grep -c . /tmp/bad-err)" = 1 ] && grep -q "no stateless H.264 decoder" /tmp/bad-err ||
+		fail "no decoder: not one clear line"
+	load_drivers visl || fail "modprobe visl"
 	for n in /sys/class/video4linux/video*; do
 		[ "$(basename "$(readlink -f "$n/device/driver")")" = vivid ] && { vivid=/dev/$(basename "$n"); break; }
 	done
