@@ -1419,3 +1419,111 @@ impl Drop for Decoder {
         let _ = &self.media;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(driver: &str, status: i32) -> sys::FenceInfo {
+        sys::FenceInfo {
+            timeline: format!("{driver}-tl"),
+            driver: driver.into(),
+            status,
+        }
+    }
+
+    #[test]
+    fn fence_record_ignores_the_signaled_stub() {
+        // No fence at all: the kernel's signaled stub, named "stub" or, since 7.x, like any
+        // signaled fence, "detached-driver".
+        for d in ["stub", "detached-driver"] {
+            let r = fence_record(&[fence(d, 1)]);
+            assert!(!r.present && !r.pending && r.driver.is_none(), "{d}");
+            assert_eq!(r.fences.len(), 1);
+        }
+        let r = fence_record(&[fence("stub", 1), fence("vb2_resv", 0)]);
+        assert!(r.present && r.pending);
+        assert_eq!(r.driver.as_deref(), Some("vb2_resv"));
+        assert_eq!(r.timeline.as_deref(), Some("vb2_resv-tl"));
+        // Signaled but still named: present, not pending.
+        let r = fence_record(&[fence("vgem", 1)]);
+        assert!(r.present && !r.pending);
+        // An error-signaled fence is not pending either.
+        let r = fence_record(&[fence("vb2_resv", -5)]);
+        assert!(r.present && !r.pending);
+    }
+
+    fn rec(d: usize) -> report::FrameRecord {
+        report::FrameRecord {
+            decode_index: d,
+            display_index: 0,
+            output_position: usize::MAX,
+            buffer: 0,
+            timestamp_ns: timestamp_ns(d),
+            sequence: 0,
+            frame_num: 0,
+            idr: false,
+            nal_ref_idc: 0,
+            poc: 0,
+            top_poc: 0,
+            bottom_poc: 0,
+            slice_types: vec![],
+            requests: 1,
+            bitstream_bytes: 0,
+            request_queue_us: 0,
+            dpb: vec![],
+            ref_lists: vec![],
+            fence_after_qbuf: fence_record(&[]),
+            qbuf_to_dqbuf_us: 0,
+            poll_block_us: 0,
+            poll_ready: true,
+            readable_after_queue: false,
+            dqbuf_wait_us: 0,
+            error: false,
+            checksums: report::checksums(
+                &[0; 6],
+                &Nv12Layout {
+                    width: 2,
+                    height: 2,
+                    visible_width: 2,
+                    visible_height: 2,
+                    stride: 2,
+                    uv_offset: 4,
+                    size: 6,
+                    modifier: 0,
+                },
+            ),
+        }
+    }
+
+    #[test]
+    fn emit_outputs_in_display_order_once_all_earlier_are_decoded() {
+        // I0 P1 B2 B3 in decode order, displayed I0 B2 B3 P1.
+        let order = [0, 2, 3, 1];
+        let mut records: Vec<Option<report::FrameRecord>> = vec![None; 4];
+        let (mut next, mut pos) = (0, 0);
+        let mut done = 0;
+        let mut step = |done: usize, records: &mut Vec<Option<report::FrameRecord>>| {
+            records[done - 1] = Some(rec(done - 1));
+            Decoder::emit(&order, &mut next, &mut pos, done, records);
+        };
+        done += 1;
+        step(done, &mut records); // I0 decoded: output
+        assert_eq!(records[0].as_ref().map(|r| r.output_position), Some(0));
+        done += 1;
+        step(done, &mut records); // P1 decoded: waits for B2, B3
+        assert_eq!(
+            records[1].as_ref().map(|r| r.output_position),
+            Some(usize::MAX)
+        );
+        done += 1;
+        step(done, &mut records); // B2: output
+        done += 1;
+        step(done, &mut records); // B3: output, then P1
+        let pos: Vec<usize> = records
+            .iter()
+            .map(|r| r.as_ref().unwrap().output_position)
+            .collect();
+        assert_eq!(pos, vec![0, 3, 1, 2]);
+    }
+}

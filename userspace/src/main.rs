@@ -97,6 +97,9 @@ fn run(cli: Cli) -> Result<()> {
             if in_flight < 2 {
                 return Err(anyhow!("--in-flight must be at least 2"));
             }
+            if frames == Some(0) {
+                return Err(anyhow!("--frames must be at least 1"));
+            }
             let opts = DecodeOptions {
                 device,
                 media,
