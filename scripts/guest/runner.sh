@@ -34,6 +34,12 @@ SUITE=(
 	verifier.visl.controls
 	verifier.visl.fences
 	verifier.bad-input
+	verifier.egl.kwin-import
+	verifier.egl.external-import
+	verifier.egl.cached-images
+	verifier.classify
+	verifier.evidence
+	verifier.egl.bad-input
 )
 if [ -n "${VB2R_TESTS:-}" ]; then IFS=, read -r -a SUITE <<<"$VB2R_TESTS"; fi
 
