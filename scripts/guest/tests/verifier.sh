@@ -119,7 +119,7 @@ t_verifier_visl_controls() {
 			cp $T/trace /tmp/trace.txt
 			grep -q 'entries-in-buffer/entries-written: \([0-9]*\)/\1 ' /tmp/trace.txt ||
 				fail "trace buffer overflowed: $(grep entries-in-buffer /tmp/trace.txt)"
-			python3 - "$j" /tmp/trace.txt "$f ($mode-based)" $mode <<'EOF' || bad=$((bad + 1))
+			python3 - "$j" /tmp/trace.txt "$f ($mode-based)" $mode "${f%.h264}.slices.txt" <<'EOF' || bad=$((bad + 1))
 import json, re, sys
 r = json.load(open(sys.argv[1]))
 what, mode = sys.argv[3], sys.argv[4]
@@ -209,7 +209,45 @@ for f in r["frames"]:
             if not m or int(m.group(1)) != s["first_mb_in_slice"]:
                 errs.append(f"{tag}: visl got slice params {j['sp'][:60]!r}")
         checked += 1
-print(f"{what}: {checked} jobs compared, {len(errs)} mismatches")
+# ffmpeg's own reading of the slice headers (scripts/make-streams.sh: -bsf:v trace_headers), one
+# line per slice in decode order: what the kernel got must match it, bit sizes included (visl
+# accepts wrong ones, hantro does not).
+import os
+ff = []
+if os.path.exists(sys.argv[5]):
+    ff = [dict(kv.split("=", 1) for kv in l.split()) for l in open(sys.argv[5]) if l.strip()]
+if ff:
+    pics, cur_pic = [], []
+    for sl in ff:
+        if cur_pic and int(sl["mb"]) == 0:
+            pics.append(cur_pic)
+            cur_pic = []
+        cur_pic.append(sl)
+    if cur_pic:
+        pics.append(cur_pic)
+    per_job = [sl for p in pics for sl in (p if mode == "slice" else p[:1])][:len(jobs)]
+    if len(per_job) != len(jobs):
+        errs.append(f"{len(jobs)} jobs, ffmpeg's slices give {len(per_job)}")
+    for k, (sl, j) in enumerate(zip(per_job, jobs)):
+        dp = j["dp"] or {}
+        got = {"fn": dp.get("frame_num"), "lsb": dp.get("pic_order_cnt_lsb"),
+               "pocbits": dp.get("pic_order_cnt_bit_size"),
+               "drpmbits": dp.get("dec_ref_pic_marking_bit_size"), "ref": dp.get("nal_ref_idc")}
+        if sl["nut"] == "5":
+            got["idr"] = dp.get("idr_pic_id")
+        if mode == "slice":
+            m = re.search(r"header_bit_size (\d+)", j["sp"])
+            got["hdr"] = m.group(1) if m else None
+            m = re.search(r"first_mb_in_slice (\d+)", j["sp"])
+            got["mb"] = m.group(1) if m else None
+        bad = {key: (v, sl[key]) for key, v in got.items() if v != sl[key]}
+        if bad:
+            errs.append(f"job {k}: visl got / ffmpeg reads {bad}")
+    checked_ff = len(per_job)
+else:
+    checked_ff = 0
+print(f"{what}: {checked} jobs compared with the report, {checked_ff} with ffmpeg's slice headers, "
+      f"{len(errs)} mismatches")
 for e in errs[:20]:
     print("FAIL:", e)
 sys.exit(1 if errs else 0)
