@@ -13,13 +13,20 @@
 //! defines the same values for the verifier and the tests. Errors: `-ENOTTY` (not a V4L2 node),
 //! `-EINVAL` (not a video capture/mem2mem node, or a bad mode), `-EBUSY` (already attached),
 //! `-ENOENT` (detach from a node that is not attached), `-EBADF`.
+//!
+//! The device is `kernel::miscdevice` on 7.x; on 6.12, which has no such abstraction, it is
+//! registered in C (`glue_612.c`, wrapped by `k612::MiscRegistration`) and its ioctls come to
+//! [`dispatch`] through `vb2r_rs_control_ioctl()`.
 
 use crate::params::Mode;
-use kernel::fs::File;
 use kernel::ioctl::{_IOR, _IOW};
-use kernel::miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration};
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
+#[cfg(not(vb2r_k612))]
+use kernel::{
+    fs::File,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+};
 
 const MAGIC: u32 = 0xf6;
 pub(crate) const VB2_RESV_IOC_ATTACH: u32 = _IOW::<i32>(MAGIC, 1);
@@ -27,12 +34,27 @@ pub(crate) const VB2_RESV_IOC_DETACH: u32 = _IOW::<i32>(MAGIC, 2);
 pub(crate) const VB2_RESV_IOC_SET_MODE: u32 = _IOW::<u32>(MAGIC, 3);
 pub(crate) const VB2_RESV_IOC_GET_MODE: u32 = _IOR::<u32>(MAGIC, 4);
 
+/// `/dev/vb2_resv` while this lives.
+#[cfg(not(vb2r_k612))]
+pub(crate) type Registration = MiscDeviceRegistration<Control>;
+/// `/dev/vb2_resv` while this lives.
+#[cfg(vb2r_k612)]
+pub(crate) type Registration = crate::k612::MiscRegistration;
+
+#[cfg(not(vb2r_k612))]
 pub(crate) struct Control;
 
-pub(crate) fn register() -> impl PinInit<MiscDeviceRegistration<Control>, Error> {
+#[cfg(not(vb2r_k612))]
+pub(crate) fn register() -> impl PinInit<Registration, Error> {
     MiscDeviceRegistration::register(MiscDeviceOptions { name: c"vb2_resv" })
 }
 
+#[cfg(vb2r_k612)]
+pub(crate) fn register() -> impl PinInit<Registration, Error> {
+    crate::k612::MiscRegistration::register()
+}
+
+#[cfg(not(vb2r_k612))]
 #[vtable]
 impl MiscDevice for Control {
     type Ptr = KBox<Self>;
@@ -42,27 +64,59 @@ impl MiscDevice for Control {
     }
 
     fn ioctl(_me: &Control, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
-        let st = crate::state();
-        match cmd {
-            // The fd is passed by value: `ioctl(ctl, VB2_RESV_IOC_ATTACH, fd)`.
-            VB2_RESV_IOC_ATTACH => {
-                let vdev = crate::ffi::Vdev::from_fd(arg as i32)?;
-                st.attach(vdev)?;
-            }
-            VB2_RESV_IOC_DETACH => {
-                let vdev = crate::ffi::Vdev::from_fd(arg as i32)?;
-                st.detach(&vdev)?;
-            }
-            VB2_RESV_IOC_SET_MODE => {
-                let m = Mode::try_from_index(arg as u32).ok_or(EINVAL)?;
-                st.set_mode(m);
-            }
-            VB2_RESV_IOC_GET_MODE => {
-                let mut w = UserSlice::new(kernel::uaccess::UserPtr::from_addr(arg), 4).writer();
-                w.write(&st.mode().index())?;
-            }
-            _ => return Err(ENOTTY),
+        dispatch(cmd, arg)
+    }
+}
+
+/// One ioctl of `/dev/vb2_resv` (process context).
+fn dispatch(cmd: u32, arg: usize) -> Result<isize> {
+    let st = crate::state();
+    match cmd {
+        // The fd is passed by value: `ioctl(ctl, VB2_RESV_IOC_ATTACH, fd)`.
+        VB2_RESV_IOC_ATTACH => {
+            let vdev = crate::ffi::Vdev::from_fd(arg as i32)?;
+            st.attach(vdev)?;
         }
-        Ok(0)
+        VB2_RESV_IOC_DETACH => {
+            let vdev = crate::ffi::Vdev::from_fd(arg as i32)?;
+            st.detach(&vdev)?;
+        }
+        VB2_RESV_IOC_SET_MODE => {
+            let m = Mode::try_from_index(arg as u32).ok_or(EINVAL)?;
+            st.set_mode(m);
+        }
+        VB2_RESV_IOC_GET_MODE => {
+            let mut w = UserSlice::new(user_ptr(arg), 4).writer();
+            w.write(&st.mode().index())?;
+        }
+        _ => return Err(ENOTTY),
+    }
+    Ok(0)
+}
+
+#[cfg(not(vb2r_k612))]
+fn user_ptr(arg: usize) -> kernel::uaccess::UserPtr {
+    kernel::uaccess::UserPtr::from_addr(arg)
+}
+
+/// 6.12's `UserPtr` is the address itself.
+#[cfg(vb2r_k612)]
+fn user_ptr(arg: usize) -> kernel::uaccess::UserPtr {
+    arg
+}
+
+/// # Safety
+///
+/// Called by glue_612.c's misc device only, in an ioctl of `/dev/vb2_resv`: the device is
+/// registered only while the module state lives (glue.h).
+#[cfg(vb2r_k612)]
+#[no_mangle]
+unsafe extern "C" fn vb2r_rs_control_ioctl(
+    cmd: core::ffi::c_uint,
+    arg: core::ffi::c_ulong,
+) -> core::ffi::c_long {
+    match dispatch(cmd, arg as usize) {
+        Ok(v) => v as core::ffi::c_long,
+        Err(e) => e.to_errno() as core::ffi::c_long,
     }
 }

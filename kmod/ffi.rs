@@ -129,7 +129,12 @@ extern "C" {
 /// `p` must be non-NULL, NUL-terminated, and valid and unchanged for the module's lifetime.
 unsafe fn static_bytes(p: *const c_char) -> &'static [u8] {
     // SAFETY: guaranteed by the caller.
-    unsafe { kernel::str::CStr::from_char_ptr(p) }.to_bytes()
+    let s = unsafe { kernel::str::CStr::from_char_ptr(p) };
+    // 7.x's kernel::str::CStr is core's (`to_bytes`); 6.12's is its own type (`as_bytes`).
+    #[cfg(not(vb2r_k612))]
+    return s.to_bytes();
+    #[cfg(vb2r_k612)]
+    return s.as_bytes();
 }
 
 /// The module version (`VB2R_VERSION` in glue.h).

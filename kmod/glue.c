@@ -39,9 +39,11 @@ MODULE_IMPORT_NS(DMA_BUF);
  * (dma_fence_signal_timestamp_locked() clears fence->ops when there is no .release and no .wait)
  * and (b) its spinlock is the fence's inline lock (a lock of ours would carry a lockdep class whose
  * key and name live in our module). 7.2 and 7.3 have both (checked in Debian's sources); 6.12 has
- * neither; 7.0 and 7.1 were not checked and are treated as old. On old kernels the module pins
- * itself when it creates its first fence: rmmod then answers -EBUSY instead of leaving fences that
- * point into freed module memory.
+ * neither (6.12.117: dma_fence_init() BUG()s on a NULL lock and fence->ops is never cleared);
+ * 7.0 and 7.1 were not checked and are treated as old. On old kernels every fence holds a
+ * reference on this module from its creation to its release (.release below): rmmod answers
+ * -EBUSY while any of our fences exists instead of leaving fences that point into freed module
+ * memory, and works again once the last one is gone.
  */
 #define VB2R_FENCE_INDEPENDENT (LINUX_VERSION_CODE >= KERNEL_VERSION(7, 2, 0))
 
@@ -525,7 +527,7 @@ void vb2r_dmabuf_put(struct dma_buf *dmabuf)
 struct vb2r_fence {
 	struct dma_fence base;	/* first: the default release kfree_rcu()s the dma_fence pointer */
 #if !VB2R_FENCE_INDEPENDENT
-	spinlock_t lock;	/* old kernels have no inline fence lock (the module is pinned) */
+	spinlock_t lock;	/* old kernels have no inline fence lock (the fence pins the module) */
 #endif
 	char timeline[48];
 };
@@ -540,10 +542,28 @@ static const char *vb2r_fence_timeline_name(struct dma_fence *f)
 	return container_of(f, struct vb2r_fence, base)->timeline;
 }
 
+#if !VB2R_FENCE_INDEPENDENT
+/*
+ * Old kernels: the last reference to one of our fences is gone. Free it as the core would
+ * (kfree_rcu(); `base` is first) and drop the module reference the fence held. Returning from
+ * here after module_put() is safe: an unload that this put makes possible waits in
+ * vb2r_glue_exit() for RCU-tasks and RCU grace periods, which a task or an atomic context still
+ * on these last instructions ends first.
+ */
+static void vb2r_fence_release(struct dma_fence *f)
+{
+	dma_fence_free(f);
+	module_put(THIS_MODULE);
+}
+#endif
+
 /* No .release and no .wait: on 7.2+ the core detaches these ops when the fence signals. */
 static const struct dma_fence_ops vb2r_fence_ops = {
 	.get_driver_name = vb2r_fence_driver_name,
 	.get_timeline_name = vb2r_fence_timeline_name,
+#if !VB2R_FENCE_INDEPENDENT
+	.release = vb2r_fence_release,
+#endif
 };
 
 u64 vb2r_fence_context(void)
@@ -553,21 +573,25 @@ u64 vb2r_fence_context(void)
 
 struct dma_fence *vb2r_fence_create(u64 context, u64 seqno, const char *timeline)
 {
-	struct vb2r_fence *f = kzalloc(sizeof(*f), GFP_KERNEL);
+	struct vb2r_fence *f;
 
-	if (!f)
+#if !VB2R_FENCE_INDEPENDENT
+	/* The fence's reference on us (see vb2r_fence_release()); refused while unloading. */
+	if (!try_module_get(THIS_MODULE))
 		return NULL;
+#endif
+	f = kzalloc(sizeof(*f), GFP_KERNEL);
+	if (!f) {
+#if !VB2R_FENCE_INDEPENDENT
+		module_put(THIS_MODULE);
+#endif
+		return NULL;
+	}
 	strscpy(f->timeline, timeline, sizeof(f->timeline));
 #if VB2R_FENCE_INDEPENDENT
 	/* NULL: the fence's inline lock, whose lockdep class belongs to the core. */
 	dma_fence_init(&f->base, &vb2r_fence_ops, NULL, context, seqno);
 #else
-	{
-		static atomic_t pinned = ATOMIC_INIT(0);
-
-		if (!atomic_xchg(&pinned, 1))
-			__module_get(THIS_MODULE);
-	}
 	spin_lock_init(&f->lock);
 	dma_fence_init(&f->base, &vb2r_fence_ops, &f->lock, context, seqno);
 #endif

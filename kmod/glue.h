@@ -17,6 +17,7 @@
 #ifndef VB2_RESV_GLUE_H
 #define VB2_RESV_GLUE_H
 
+#include <linux/spinlock_types.h>
 #include <linux/types.h>
 
 struct dma_buf;
@@ -243,6 +244,8 @@ u64 vb2r_fence_context(void);
  * vb2r_fence_create() - a new unsignaled dma_fence on @context with @seqno, driver name
  * "vb2_resv" and timeline name @timeline (copied, truncated to 47 bytes). Returns it with one
  * reference, or NULL on -ENOMEM.
+ * Before 7.2 (fence ops not detached on signal, no inline lock) the fence also holds a reference
+ * on this module until it is released, and NULL is returned while the module is unloading.
  * Seqnos on one context must be signaled in order (drm_sched keeps the latest per context).
  * Context: process (allocates with GFP_KERNEL).
  */
@@ -278,5 +281,62 @@ bool vb2r_fence_signaled(struct dma_fence *fence);
  * vb2r_ktime_ns() - ktime_get_ns(). Context: any.
  */
 u64 vb2r_ktime_ns(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * 6.12 only (kmod/glue_612.c, linked by Kbuild for 6.12; kmod/k612.rs wraps these). 6.12's
+ * Rust-for-Linux has no IRQ-safe spinlock, no debugfs and no misc device abstraction. Policy
+ * stays in Rust: the files' text and the ioctls' meaning come from the callbacks below.
+ */
+struct seq_file;
+struct dentry;
+
+/*
+ * vb2r_spin_lock_irqsave() - spin_lock_irqsave(@lock): returns the saved interrupt state for
+ * vb2r_spin_unlock_irqrestore(). The lock is initialised by Rust (the kernel's
+ * __spin_lock_init() helper, with a lockdep class of ours).
+ * Context: any (the vb2_buf_done probe may run in hard IRQ); must be paired on the same CPU.
+ */
+unsigned long vb2r_spin_lock_irqsave(spinlock_t *lock);
+void vb2r_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+
+/*
+ * vb2r_debugfs_dir() - debugfs_create_dir(@name) at the debugfs root.
+ * vb2r_debugfs_file() - a read-only (0444) file @name in @dir whose every read shows what
+ * vb2r_rs_debugfs_show(@rs_file, m) writes (a single_open() seq_file). @rs_file must stay valid
+ * until vb2r_debugfs_remove() of the file has returned.
+ * vb2r_debugfs_remove() - remove a file or a directory with everything in it; waits for readers
+ * running in it (debugfs_create_file()'s proxy), so @rs_file may be freed afterwards.
+ * Both creators return what debugfs returns (an ERR_PTR if debugfs is unavailable); every
+ * function here accepts such a value, as debugfs does, so a missing debugfs is not an error.
+ * Context: process.
+ */
+struct dentry *vb2r_debugfs_dir(const char *name);
+struct dentry *vb2r_debugfs_file(struct dentry *dir, const char *name, void *rs_file);
+void vb2r_debugfs_remove(struct dentry *dentry);
+/*
+ * vb2r_rs_debugfs_show() - implemented in Rust: write the text of @rs_file's file into @m.
+ * Returns 0 or a negative errno. Context: process (a read of the file).
+ */
+int vb2r_rs_debugfs_show(void *rs_file, struct seq_file *m);
+/*
+ * vb2r_seq_write() - seq_write(): append @len bytes to @m; -1 when its buffer is full (the
+ * seq_file core then retries the show with a bigger buffer). Context: inside a show.
+ */
+int vb2r_seq_write(struct seq_file *m, const char *buf, size_t len);
+
+/*
+ * vb2r_misc_register() - register the misc device "vb2_resv" (dynamic minor, owned by this
+ * module) whose ioctls, native and compat (compat_ptr_ioctl), go to vb2r_rs_control_ioctl().
+ * Returns 0 or a negative errno. vb2r_misc_deregister() - remove it (an open file of it holds a
+ * reference on this module, its owner, so none is open when the module unloads).
+ * Context: process.
+ */
+int vb2r_misc_register(void);
+void vb2r_misc_deregister(void);
+/*
+ * vb2r_rs_control_ioctl() - implemented in Rust (kmod/control.rs): one ioctl of /dev/vb2_resv.
+ * Returns 0 or a negative errno. Context: process.
+ */
+long vb2r_rs_control_ioctl(unsigned int cmd, unsigned long arg);
 
 #endif

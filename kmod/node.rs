@@ -6,6 +6,8 @@
 use crate::ffi::Name;
 use crate::queue::Outcome;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+#[cfg(vb2r_k612)]
+use kernel::fmt;
 use kernel::prelude::*;
 use kernel::str::CString;
 

@@ -15,7 +15,12 @@ use crate::ffi::{self, DmaBuf, Fence, Vb2Queue};
 use crate::node::Node;
 use core::ffi::c_int;
 use kernel::prelude::*;
-use kernel::sync::{new_mutex, new_spinlock_irq, Arc, Mutex, SpinLockIrq};
+use kernel::sync::{new_mutex, Arc, Mutex};
+
+#[cfg(vb2r_k612)]
+use crate::k612::{new_spinlock_irq, KVecExt, SpinLockIrq};
+#[cfg(not(vb2r_k612))]
+use kernel::sync::{new_spinlock_irq, SpinLockIrq};
 
 /// How a fence ended, for the counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,10 +11,23 @@
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use kernel::prelude::*;
-use kernel::sync::{new_mutex, new_spinlock_irq, Arc, Mutex, SpinLockIrq};
+use kernel::sync::{new_mutex, Arc, Mutex};
+
+// The Rust-for-Linux API this is built against is chosen at compile time (Kbuild): 7.x's own
+// abstractions, or on 6.12 LTS the same shapes from k612.rs (see there and docs/design.md).
+#[cfg(vb2r_k612)]
+use k612::{debugfs, new_spinlock_irq, KVecExt, SpinLockIrq};
+#[cfg(not(vb2r_k612))]
+use kernel::debugfs;
+#[cfg(vb2r_k612)]
+use kernel::fmt;
+#[cfg(not(vb2r_k612))]
+use kernel::sync::{new_spinlock_irq, SpinLockIrq};
 
 mod control;
 mod ffi;
+#[cfg(vb2r_k612)]
+mod k612;
 mod node;
 mod params;
 mod queue;
@@ -24,10 +37,21 @@ use node::Node;
 use params::{AttachError, Mode, Target};
 use queue::{Outcome, Queue};
 
+#[cfg(not(vb2r_k612))]
 module! {
     type: Vb2Resv,
     name: "vb2_resv",
     authors: ["vb2-resv developers"],
+    description: "dma_resv WRITE fences on V4L2 CAPTURE buffers while the hardware owns them",
+    license: "GPL",
+}
+
+// 6.12's module! has `author` (one string) where 7.x has `authors`.
+#[cfg(vb2r_k612)]
+module! {
+    type: Vb2Resv,
+    name: "vb2_resv",
+    author: "vb2-resv developers",
     description: "dma_resv WRITE fences on V4L2 CAPTURE buffers while the hardware owns them",
     license: "GPL",
 }
@@ -70,7 +94,7 @@ struct NodeEntry {
     node: Arc<Node>,
     hooks: *mut ffi::Hooks,
     pin: Option<Vdev>,
-    debugfs: Option<Pin<KBox<kernel::debugfs::File<Arc<Node>>>>>,
+    debugfs: Option<Pin<KBox<debugfs::File<Arc<Node>>>>>,
 }
 
 // SAFETY: `hooks` is only handed back to the C glue under `State::nodes`; the tables it points
@@ -90,7 +114,7 @@ pub(crate) struct State {
     /// context (the vb2_buf_done probe may run in hard IRQ).
     #[pin]
     queues: SpinLockIrq<KVec<Arc<Queue>>>,
-    debugfs: kernel::debugfs::Dir,
+    debugfs: debugfs::Dir,
 }
 
 /// The module's state, set at init before anything can call in and cleared at exit after the
@@ -239,7 +263,9 @@ impl State {
             }
         };
         let e = &mut nodes[idx];
-        let rs_node = Arc::as_ptr(&e.node).cast_mut().cast::<c_void>();
+        let rs_node = core::ptr::from_ref::<Node>(&e.node)
+            .cast_mut()
+            .cast::<c_void>();
         // SAFETY: `vdev` is pinned; `rs_node` points into an Arc kept in `nodes` until unload,
         // which outlives the tables (glue.h: tables live until vb2r_glue_exit()).
         let hooks = unsafe { ffi::vb2r_hooks_get(vdev.as_ptr(), rs_node) };
@@ -508,8 +534,8 @@ fn post(node: &Node, c: &mut Call, ret: c_int) {
 struct Vb2Resv {
     state: Pin<KBox<State>>,
     /// debugfs `vb2_resv/mode`.
-    mode_file: Option<Pin<KBox<kernel::debugfs::File<()>>>>,
-    control: Option<Pin<KBox<kernel::miscdevice::MiscDeviceRegistration<control::Control>>>>,
+    mode_file: Option<Pin<KBox<debugfs::File<()>>>>,
+    control: Option<Pin<KBox<control::Registration>>>,
 }
 
 fn parse_params() -> Result<(Mode, KVec<Target<'static>>)> {
@@ -598,7 +624,7 @@ impl kernel::Module for Vb2Resv {
                 next_queue_id: AtomicU32::new(0),
                 nodes <- new_mutex!(KVec::new()),
                 queues <- new_spinlock_irq!(KVec::new()),
-                debugfs: kernel::debugfs::Dir::new(c"vb2_resv"),
+                debugfs: debugfs::Dir::new(c"vb2_resv"),
             }),
             GFP_KERNEL,
         )?;
