@@ -21,6 +21,9 @@ pub struct Row {
     pub buffers: usize,
     /// Frames whose RGB readback was off by more than the tolerance on some channel.
     pub rgb_off: usize,
+    /// Frames whose CAPTURE dma-buf carried an unsignaled `vb2_resv` WRITE fence just after
+    /// QBUF (the decode report's `fences_pending_vb2_resv`); None for the synthetic decoder.
+    pub fenced: Option<usize>,
 }
 
 /// The Markdown table: one row per arm, one column per class.
@@ -30,11 +33,13 @@ pub fn markdown_table(rows: &[Row]) -> String {
     for c in Class::ALL {
         let _ = write!(s, " {c} |");
     }
-    s.push_str(" images created / buffers | RGB off |\n|---|---|---|---|---:|");
+    s.push_str(
+        " images created / buffers | RGB off | vb2_resv fence after QBUF |\n|---|---|---|---|---:|",
+    );
     for _ in Class::ALL {
         s.push_str("---:|");
     }
-    s.push_str("---:|---:|\n");
+    s.push_str("---:|---:|---:|\n");
     for r in rows {
         let _ = write!(
             s,
@@ -48,7 +53,12 @@ pub fn markdown_table(rows: &[Row]) -> String {
         for c in Class::ALL {
             let _ = write!(s, " {} |", r.counts.get(c));
         }
-        let _ = writeln!(s, " {} / {} | {} |", r.images_created, r.buffers, r.rgb_off);
+        let fenced = r.fenced.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let _ = writeln!(
+            s,
+            " {} / {} | {} | {fenced} |",
+            r.images_created, r.buffers, r.rgb_off
+        );
     }
     s
 }
@@ -261,6 +271,7 @@ mod tests {
                 images_created: 8,
                 buffers: 4,
                 rgb_off: 0,
+                fenced: Some(0),
             },
             Row {
                 mode: "queue".into(),
@@ -271,6 +282,7 @@ mod tests {
                 images_created: 2,
                 buffers: 2,
                 rgb_off: 1,
+                fenced: None,
             },
         ];
         let t = markdown_table(&rows);
@@ -281,8 +293,9 @@ mod tests {
         );
         assert_eq!(
             lines[2],
-            "| off | queued | cached | kwin | 2 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 8 / 4 | 0 |"
+            "| off | queued | cached | kwin | 2 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 8 / 4 | 0 | 0 |"
         );
+        assert!(lines[3].ends_with("| 2 / 2 | 1 | - |"));
         // Every line has the same number of cells.
         let cells = |l: &str| l.matches('|').count();
         assert!(lines.iter().all(|l| cells(l) == cells(lines[0])));

@@ -903,6 +903,9 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
                 images_created: r.images_created.get(p).copied().unwrap_or(0),
                 buffers: r.buffers,
                 rgb_off: r.rgb_off.get(p).copied().unwrap_or(0),
+                fenced: r.decoder["summary"]["fences_pending_vb2_resv"]
+                    .as_u64()
+                    .map(|n| n as usize),
             });
         }
     }

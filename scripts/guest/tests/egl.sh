@@ -172,6 +172,17 @@ t_verifier_evidence() {
 			"/tmp/out/evidence/arm-$m-dqbuf-cached.json" >/dev/null || fail "arm-$m JSON: wrong schema or mode"
 	done
 	grep -q 'kernel implicit sync by the GPU driver: no' /tmp/out/evidence/table.md || fail "table: no implicit-sync line"
+	# The last column: frames with a pending vb2_resv fence just after QBUF. None without a
+	# queue-time fence; with one, every frame visl had not finished before the look.
+	local fenced
+	for m in off dqbuf queue; do
+		fenced=$(grep "^| $m | dqbuf |" /tmp/out/evidence/table.md | awk -F'|' '{print $(NF-1)}' | tr -d ' ')
+		case "$m:$fenced" in
+		off:0 | dqbuf:0) ;;
+		queue:[1-9]*) ;;
+		*) fail "table: mode $m shows '$fenced' frames fenced after QBUF" ;;
+		esac
+	done
 	png=/tmp/out/evidence/frame-off-dqbuf-cached-kwin.png
 	w=$(jq '.layout.visible_width' /tmp/out/evidence/arm-off-dqbuf-cached.json)
 	h=$(jq '.layout.visible_height' /tmp/out/evidence/arm-off-dqbuf-cached.json)

@@ -518,11 +518,27 @@ fn check_attach_errors() -> Result<()> {
         Ok(())
     };
     want("attach vid-cap", ctl.attach(cap.as_raw_fd()), None)?;
-    want("attach vid-cap again", ctl.attach(cap.as_raw_fd()), Some(Errno::EBUSY))?;
+    want(
+        "attach vid-cap again",
+        ctl.attach(cap.as_raw_fd()),
+        Some(Errno::EBUSY),
+    )?;
     want("detach vid-cap", ctl.detach(cap.as_raw_fd()), None)?;
-    want("detach vid-cap again", ctl.detach(cap.as_raw_fd()), Some(Errno::ENOENT))?;
-    want("attach /dev/null", ctl.attach(null.as_raw_fd()), Some(Errno::ENOTTY))?;
-    want("attach vid-out", ctl.attach(out.as_raw_fd()), Some(Errno::EINVAL))?;
+    want(
+        "detach vid-cap again",
+        ctl.detach(cap.as_raw_fd()),
+        Some(Errno::ENOENT),
+    )?;
+    want(
+        "attach /dev/null",
+        ctl.attach(null.as_raw_fd()),
+        Some(Errno::ENOTTY),
+    )?;
+    want(
+        "attach vid-out",
+        ctl.attach(out.as_raw_fd()),
+        Some(Errno::EINVAL),
+    )?;
     want("attach fd 999", ctl.attach(999), Some(Errno::EBADF))?;
     want("set mode 7", ctl.set_mode_raw(7), Some(Errno::EINVAL))?;
     want("re-attach vid-cap", ctl.attach(cap.as_raw_fd()), None)?;
