@@ -29,7 +29,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 use v4l2r::bindings;
 use v4l2r::controls::codec::{
@@ -58,89 +57,33 @@ pub struct Nv12Layout {
     pub modifier: u64,
 }
 
-/// A read-write shared mapping of a whole dma-buf.
-struct Mapping {
-    ptr: NonNull<std::ffi::c_void>,
-    len: usize,
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` is a mapping made by mmap in CaptureBuffer::new and not used after.
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
-    }
-}
-
 /// One CAPTURE buffer, exported once with EXPBUF and kept for the whole run (as ffmpeg does).
 pub struct CaptureBuffer {
     pub index: u32,
-    pub dmabuf: File,
     pub layout: Nv12Layout,
-    map: Mapping,
+    map: sys::DmaBufMap,
 }
 
 impl CaptureBuffer {
     fn new(index: u32, dmabuf: File, layout: Nv12Layout) -> Result<CaptureBuffer> {
-        let len = std::num::NonZeroUsize::new(layout.size as usize)
-            .ok_or_else(|| anyhow!("CAPTURE sizeimage is 0"))?;
-        // SAFETY: a new shared mapping of a dma-buf we own; nothing else in this process maps
-        // this range, and it is only read/written between DMA_BUF_IOCTL_SYNC START and END.
-        let ptr = unsafe {
-            nix::sys::mman::mmap(
-                None,
-                len,
-                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
-                nix::sys::mman::MapFlags::MAP_SHARED,
-                &dmabuf,
-                0,
-            )
-        }
-        .with_context(|| format!("mmap of CAPTURE buffer {index}'s dma-buf"))?;
-        Ok(CaptureBuffer {
-            index,
-            dmabuf,
-            layout,
-            map: Mapping {
-                ptr,
-                len: len.get(),
-            },
-        })
+        let what = format!("CAPTURE buffer {index}'s dma-buf");
+        let map = sys::DmaBufMap::new(dmabuf, layout.size as usize, &what)?;
+        Ok(CaptureBuffer { index, layout, map })
+    }
+
+    /// The exported dma-buf.
+    pub fn dmabuf(&self) -> &File {
+        self.map.file()
     }
 
     /// The CPU view: DMA_BUF_IOCTL_SYNC START|READ, a copy of `size` bytes, END|READ.
     pub fn read_cpu(&self) -> Result<Vec<u8>> {
-        sys::dmabuf_sync(
-            &self.dmabuf,
-            sys::DMA_BUF_SYNC_START | sys::DMA_BUF_SYNC_READ,
-        )?;
-        // SAFETY: the mapping is `len` bytes long and lives as long as `self`; the kernel may
-        // write it concurrently only if the buffer is queued, which makes the bytes stale, not
-        // the read unsound (they are plain bytes).
-        let v =
-            unsafe { std::slice::from_raw_parts(self.map.ptr.as_ptr() as *const u8, self.map.len) }
-                .to_vec();
-        sys::dmabuf_sync(&self.dmabuf, sys::DMA_BUF_SYNC_END | sys::DMA_BUF_SYNC_READ)?;
-        Ok(v)
+        self.map.read()
     }
 
     /// Writes through the CPU view: DMA_BUF_IOCTL_SYNC START|WRITE, `f`, END|WRITE.
     pub fn write_cpu(&self, f: impl FnOnce(&mut [u8])) -> Result<()> {
-        sys::dmabuf_sync(
-            &self.dmabuf,
-            sys::DMA_BUF_SYNC_START | sys::DMA_BUF_SYNC_WRITE,
-        )?;
-        // SAFETY: as in read_cpu; `&mut self` is not needed because the mapping is only handed
-        // out for the duration of `f`, and CaptureBuffer is not Sync (NonNull), so no other
-        // thread holds a view of it.
-        let s = unsafe {
-            std::slice::from_raw_parts_mut(self.map.ptr.as_ptr() as *mut u8, self.map.len)
-        };
-        f(s);
-        sys::dmabuf_sync(
-            &self.dmabuf,
-            sys::DMA_BUF_SYNC_END | sys::DMA_BUF_SYNC_WRITE,
-        )?;
-        Ok(())
+        self.map.access(sys::DMA_BUF_SYNC_WRITE, f)
     }
 }
 
@@ -1182,7 +1125,7 @@ impl Decoder {
             let qbuf_at = Instant::now();
             ioctl::qbuf::<_, ()>(&self.dev, q)
                 .map_err(|e| anyhow!("{}: QBUF CAPTURE {}: {e}", self.video, cb.index))?;
-            let (fences, _sf) = sys::write_fences(&cb.dmabuf)?;
+            let (fences, _sf) = sys::write_fences(cb.dmabuf())?;
             let fence = fence_record(&fences);
 
             // 3. The request(s).
@@ -1208,7 +1151,7 @@ impl Decoder {
             // Would a reader that looks now (a compositor handed the buffer at this point)
             // find the dma-buf readable? A zero-timeout poll(POLLIN).
             let (_, readable_after_queue) =
-                sys::poll_in(&self.captures[buf].dmabuf, Duration::ZERO)?;
+                sys::poll_in(self.captures[buf].dmabuf(), Duration::ZERO)?;
             hook.queued(i, &self.captures[buf])?;
             inflight.push_back(InFlight {
                 frame: i,
@@ -1292,7 +1235,7 @@ impl Decoder {
             .pop_front()
             .ok_or_else(|| anyhow!("nothing in flight"))?;
         let cb = &self.captures[f.buf];
-        let (blocked, ready) = sys::poll_in(&cb.dmabuf, timeout)?;
+        let (blocked, ready) = sys::poll_in(cb.dmabuf(), timeout)?;
         let polled_at = Instant::now();
         if !wait_fd(self.dev.as_fd(), nix::poll::PollFlags::POLLIN, timeout)? {
             bail!(

@@ -910,54 +910,24 @@ impl Gpu {
     fn import(&mut self, path: ImportPath, b: &DmaBufNv12<'_>) -> Result<Imported> {
         let wanted = self.opts.modifier.unwrap_or(b.modifier);
         let fd = b.fd.as_raw_fd() as usize;
-        let mod_attrs = |lo: usize, hi: usize, m: Option<u64>| match m {
-            Some(m) => vec![lo, (m & 0xffff_ffff) as usize, hi, (m >> 32) as usize],
-            None => Vec::new(),
-        };
         let ino = fd_ino(b.fd);
         match path {
             ImportPath::Kwin => {
                 let m = self.pick_modifier(DRM_FORMAT_R8, wanted, true)?;
-                let mut y = vec![
-                    EGL_LINUX_DRM_FOURCC_EXT,
-                    DRM_FORMAT_R8 as usize,
-                    EGL_WIDTH,
-                    b.width as usize,
-                    EGL_HEIGHT,
-                    b.height as usize,
-                    EGL_DMA_BUF_PLANE0_FD_EXT,
-                    fd,
-                    EGL_DMA_BUF_PLANE0_OFFSET_EXT,
-                    0,
-                    EGL_DMA_BUF_PLANE0_PITCH_EXT,
-                    b.stride as usize,
-                ];
-                y.extend(mod_attrs(
-                    EGL_DMA_BUF_PLANE0_MODIFIER_LO_EXT,
-                    EGL_DMA_BUF_PLANE0_MODIFIER_HI_EXT,
+                let y = dmabuf_attribs(
+                    DRM_FORMAT_R8,
+                    (b.width, b.height),
+                    &[(fd, 0, b.stride)],
                     m,
-                ));
-                y.push(egl::ATTRIB_NONE);
-                let mut uv = vec![
-                    EGL_LINUX_DRM_FOURCC_EXT,
-                    DRM_FORMAT_GR88 as usize,
-                    EGL_WIDTH,
-                    (b.width / 2) as usize,
-                    EGL_HEIGHT,
-                    (b.height / 2) as usize,
-                    EGL_DMA_BUF_PLANE0_FD_EXT,
-                    fd,
-                    EGL_DMA_BUF_PLANE0_OFFSET_EXT,
-                    b.uv_offset as usize,
-                    EGL_DMA_BUF_PLANE0_PITCH_EXT,
-                    b.stride as usize,
-                ];
-                uv.extend(mod_attrs(
-                    EGL_DMA_BUF_PLANE0_MODIFIER_LO_EXT,
-                    EGL_DMA_BUF_PLANE0_MODIFIER_HI_EXT,
+                    &[],
+                );
+                let uv = dmabuf_attribs(
+                    DRM_FORMAT_GR88,
+                    (b.width / 2, b.height / 2),
+                    &[(fd, b.uv_offset, b.stride)],
                     m,
-                ));
-                uv.push(egl::ATTRIB_NONE);
+                    &[],
+                );
                 let yi = self.create_image(path, &y).map_err(|e| {
                     anyhow!(
                         "eglCreateImage(R8 {}x{} pitch {} of buffer {}): {e}",
@@ -994,41 +964,18 @@ impl Gpu {
                     Matrix::Bt601 => EGL_ITU_REC601_EXT,
                     Matrix::Bt709 => EGL_ITU_REC709_EXT,
                 };
-                let mut a = vec![
-                    EGL_LINUX_DRM_FOURCC_EXT,
-                    DRM_FORMAT_NV12 as usize,
-                    EGL_WIDTH,
-                    b.width as usize,
-                    EGL_HEIGHT,
-                    b.height as usize,
-                    EGL_DMA_BUF_PLANE0_FD_EXT,
-                    fd,
-                    EGL_DMA_BUF_PLANE0_OFFSET_EXT,
-                    0,
-                    EGL_DMA_BUF_PLANE0_PITCH_EXT,
-                    b.stride as usize,
-                    EGL_DMA_BUF_PLANE1_FD_EXT,
-                    fd,
-                    EGL_DMA_BUF_PLANE1_OFFSET_EXT,
-                    b.uv_offset as usize,
-                    EGL_DMA_BUF_PLANE1_PITCH_EXT,
-                    b.stride as usize,
-                    EGL_YUV_COLOR_SPACE_HINT_EXT,
-                    hint,
-                    EGL_SAMPLE_RANGE_HINT_EXT,
-                    EGL_YUV_NARROW_RANGE_EXT,
-                ];
-                a.extend(mod_attrs(
-                    EGL_DMA_BUF_PLANE0_MODIFIER_LO_EXT,
-                    EGL_DMA_BUF_PLANE0_MODIFIER_HI_EXT,
+                let a = dmabuf_attribs(
+                    DRM_FORMAT_NV12,
+                    (b.width, b.height),
+                    &[(fd, 0, b.stride), (fd, b.uv_offset, b.stride)],
                     m,
-                ));
-                a.extend(mod_attrs(
-                    EGL_DMA_BUF_PLANE1_MODIFIER_LO_EXT,
-                    EGL_DMA_BUF_PLANE1_MODIFIER_HI_EXT,
-                    m,
-                ));
-                a.push(egl::ATTRIB_NONE);
+                    &[
+                        EGL_YUV_COLOR_SPACE_HINT_EXT,
+                        hint,
+                        EGL_SAMPLE_RANGE_HINT_EXT,
+                        EGL_YUV_NARROW_RANGE_EXT,
+                    ],
+                );
                 let img = self.create_image(path, &a).map_err(|e| {
                     anyhow!(
                         "eglCreateImage(NV12 {}x{} pitch {} chroma at {} of buffer {}): {e}",
@@ -1342,6 +1289,63 @@ impl Gpu {
     }
 }
 
+/// The EGL_EXT_image_dma_buf_import attribute list of one EGLImage: `fourcc` at `size`,
+/// `planes` as (fd, offset, pitch), every plane with `modifier` when given
+/// (EGL_EXT_image_dma_buf_import_modifiers), then `extra` pairs, then EGL_NONE.
+fn dmabuf_attribs(
+    fourcc: u32,
+    size: (u32, u32),
+    planes: &[(usize, u32, u32)],
+    modifier: Option<u64>,
+    extra: &[usize],
+) -> Vec<usize> {
+    const PLANE: [[usize; 5]; 2] = [
+        [
+            EGL_DMA_BUF_PLANE0_FD_EXT,
+            EGL_DMA_BUF_PLANE0_OFFSET_EXT,
+            EGL_DMA_BUF_PLANE0_PITCH_EXT,
+            EGL_DMA_BUF_PLANE0_MODIFIER_LO_EXT,
+            EGL_DMA_BUF_PLANE0_MODIFIER_HI_EXT,
+        ],
+        [
+            EGL_DMA_BUF_PLANE1_FD_EXT,
+            EGL_DMA_BUF_PLANE1_OFFSET_EXT,
+            EGL_DMA_BUF_PLANE1_PITCH_EXT,
+            EGL_DMA_BUF_PLANE1_MODIFIER_LO_EXT,
+            EGL_DMA_BUF_PLANE1_MODIFIER_HI_EXT,
+        ],
+    ];
+    let mut a = vec![
+        EGL_LINUX_DRM_FOURCC_EXT,
+        fourcc as usize,
+        EGL_WIDTH,
+        size.0 as usize,
+        EGL_HEIGHT,
+        size.1 as usize,
+    ];
+    for (&(fd, offset, pitch), names) in planes.iter().zip(PLANE.iter()) {
+        a.extend([
+            names[0],
+            fd,
+            names[1],
+            offset as usize,
+            names[2],
+            pitch as usize,
+        ]);
+        if let Some(m) = modifier {
+            a.extend([
+                names[3],
+                (m & 0xffff_ffff) as usize,
+                names[4],
+                (m >> 32) as usize,
+            ]);
+        }
+    }
+    a.extend_from_slice(extra);
+    a.push(egl::ATTRIB_NONE);
+    a
+}
+
 fn fd_ino(fd: BorrowedFd<'_>) -> u64 {
     nix::sys::stat::fstat(fd).map(|s| s.st_ino).unwrap_or(0)
 }
@@ -1489,6 +1493,67 @@ pub fn implicit_sync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dmabuf_attrib_lists() {
+        // KWin's chroma plane: GR88 at half size, at the plane offset, linear modifier.
+        let uv = dmabuf_attribs(
+            DRM_FORMAT_GR88,
+            (960, 544),
+            &[(7, 2088960, 1920)],
+            Some(0),
+            &[],
+        );
+        assert_eq!(
+            uv,
+            [
+                EGL_LINUX_DRM_FOURCC_EXT,
+                DRM_FORMAT_GR88 as usize,
+                EGL_WIDTH,
+                960,
+                EGL_HEIGHT,
+                544,
+                EGL_DMA_BUF_PLANE0_FD_EXT,
+                7,
+                EGL_DMA_BUF_PLANE0_OFFSET_EXT,
+                2088960,
+                EGL_DMA_BUF_PLANE0_PITCH_EXT,
+                1920,
+                EGL_DMA_BUF_PLANE0_MODIFIER_LO_EXT,
+                0,
+                EGL_DMA_BUF_PLANE0_MODIFIER_HI_EXT,
+                0,
+                egl::ATTRIB_NONE,
+            ]
+        );
+        // NV12: two planes, each with the modifier split in halves, the hints last.
+        let m = 0x0100_0000_0000_0001u64;
+        let nv12 = dmabuf_attribs(
+            DRM_FORMAT_NV12,
+            (320, 240),
+            &[(3, 0, 320), (3, 76800, 320)],
+            Some(m),
+            &[EGL_SAMPLE_RANGE_HINT_EXT, EGL_YUV_NARROW_RANGE_EXT],
+        );
+        assert_eq!(nv12.len(), 6 + 2 * 10 + 2 + 1);
+        let at = |k: usize| nv12[nv12.iter().position(|&x| x == k).unwrap() + 1];
+        assert_eq!(at(EGL_DMA_BUF_PLANE1_OFFSET_EXT), 76800);
+        assert_eq!(at(EGL_DMA_BUF_PLANE1_MODIFIER_LO_EXT), 1);
+        assert_eq!(at(EGL_DMA_BUF_PLANE1_MODIFIER_HI_EXT), 0x0100_0000);
+        assert_eq!(
+            nv12[nv12.len() - 3..],
+            [
+                EGL_SAMPLE_RANGE_HINT_EXT,
+                EGL_YUV_NARROW_RANGE_EXT,
+                egl::ATTRIB_NONE
+            ]
+        );
+        // No modifier: no modifier attributes at all (the driver's implicit layout).
+        assert_eq!(
+            dmabuf_attribs(DRM_FORMAT_R8, (2, 2), &[(1, 0, 64)], None, &[]).len(),
+            13
+        );
+    }
 
     #[test]
     fn fourccs() {

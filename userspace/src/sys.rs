@@ -151,6 +151,68 @@ pub fn dmabuf_sync(dmabuf: &impl AsRawFd, flags: u64) -> Result<()> {
     Ok(())
 }
 
+/// A dma-buf with a read-write shared mapping of its first `len` bytes, accessed only between
+/// DMA_BUF_IOCTL_SYNC START and END (the CPU view of a CAPTURE buffer, or of a dma-heap buffer).
+pub struct DmaBufMap {
+    file: File,
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+impl DmaBufMap {
+    /// Maps `len` bytes of `file`; `what` names the buffer in the error.
+    pub fn new(file: File, len: usize, what: &str) -> Result<DmaBufMap> {
+        let n = std::num::NonZeroUsize::new(len)
+            .ok_or_else(|| anyhow::anyhow!("{what}: cannot map 0 bytes"))?;
+        // SAFETY: a new shared mapping of a dma-buf we own; this process touches it only
+        // through `access`, and it is unmapped in Drop.
+        let ptr = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                n,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+                &file,
+                0,
+            )
+        }
+        .with_context(|| format!("mmap of {what}"))?;
+        Ok(DmaBufMap { file, ptr, len })
+    }
+
+    /// The dma-buf itself.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Runs `f` on the mapped bytes between DMA_BUF_IOCTL_SYNC START|`flags` and END|`flags`
+    /// (`flags`: DMA_BUF_SYNC_READ and/or DMA_BUF_SYNC_WRITE).
+    pub fn access<T>(&self, flags: u64, f: impl FnOnce(&mut [u8]) -> T) -> Result<T> {
+        dmabuf_sync(&self.file, DMA_BUF_SYNC_START | flags)?;
+        // SAFETY: the mapping is `len` bytes and lives as long as `self`. The slice is handed
+        // out only for the duration of `f`, and DmaBufMap is not Sync (NonNull), so no other
+        // thread of ours holds a view of it. A device may write the memory concurrently only
+        // while the buffer is queued, which makes the bytes stale, not the access unsound
+        // (they are plain bytes).
+        let s = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr() as *mut u8, self.len) };
+        let r = f(s);
+        dmabuf_sync(&self.file, DMA_BUF_SYNC_END | flags)?;
+        Ok(r)
+    }
+
+    /// A copy of the mapped bytes (START|READ, copy, END|READ).
+    pub fn read(&self) -> Result<Vec<u8>> {
+        self.access(DMA_BUF_SYNC_READ, |b| b.to_vec())
+    }
+}
+
+impl Drop for DmaBufMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, not used after this.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+    }
+}
+
 // <drm/drm.h> and <drm/vgem_drm.h>
 #[repr(C)]
 struct DrmPrimeHandle {

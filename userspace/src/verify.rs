@@ -23,10 +23,8 @@ use crate::kmod::{self, Mode};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 
 /// The JSON schema name of one arm's report.
 pub const SCHEMA: &str = "vb2-resv.verify/1";
@@ -204,7 +202,7 @@ impl NvBuffer for CaptureBuffer {
         self.index
     }
     fn fd(&self) -> BorrowedFd<'_> {
-        self.dmabuf.as_fd()
+        self.dmabuf().as_fd()
     }
     fn layout(&self) -> Nv12Layout {
         self.layout
@@ -489,55 +487,17 @@ impl FrameHook for DecodeHook<'_, '_> {
 /// A dma-heap buffer mapped for the synthetic decoder.
 struct HeapBuffer {
     index: u32,
-    file: File,
     layout: Nv12Layout,
-    ptr: NonNull<std::ffi::c_void>,
-    len: usize,
+    map: crate::sys::DmaBufMap,
 }
 
 impl HeapBuffer {
     fn new(index: u32, layout: Nv12Layout) -> Result<HeapBuffer> {
         let file = crate::sys::heap_alloc(u64::from(layout.size))
             .with_context(|| format!("synthetic buffer {index} ({} bytes)", layout.size))?;
-        let len = std::num::NonZeroUsize::new(layout.size as usize)
-            .ok_or_else(|| anyhow!("empty synthetic buffer"))?;
-        // SAFETY: a new shared mapping of a dma-buf we own, accessed only between
-        // DMA_BUF_IOCTL_SYNC START and END, unmapped in Drop.
-        let ptr = unsafe {
-            nix::sys::mman::mmap(
-                None,
-                len,
-                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
-                nix::sys::mman::MapFlags::MAP_SHARED,
-                &file,
-                0,
-            )
-        }
-        .with_context(|| format!("mmap of synthetic buffer {index}"))?;
-        Ok(HeapBuffer {
-            index,
-            file,
-            layout,
-            ptr,
-            len: len.get(),
-        })
-    }
-
-    fn access<T>(&self, flags: u64, f: impl FnOnce(&mut [u8]) -> T) -> Result<T> {
-        crate::sys::dmabuf_sync(&self.file, crate::sys::DMA_BUF_SYNC_START | flags)?;
-        // SAFETY: the mapping is `len` bytes and lives as long as `self`; HeapBuffer is not Sync
-        // (NonNull), and the slice does not outlive `f`.
-        let s = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr() as *mut u8, self.len) };
-        let r = f(s);
-        crate::sys::dmabuf_sync(&self.file, crate::sys::DMA_BUF_SYNC_END | flags)?;
-        Ok(r)
-    }
-}
-
-impl Drop for HeapBuffer {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, not used after this.
-        let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+        let what = format!("synthetic buffer {index}");
+        let map = crate::sys::DmaBufMap::new(file, layout.size as usize, &what)?;
+        Ok(HeapBuffer { index, layout, map })
     }
 }
 
@@ -546,13 +506,13 @@ impl NvBuffer for HeapBuffer {
         self.index
     }
     fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.map.file().as_fd()
     }
     fn layout(&self) -> Nv12Layout {
         self.layout
     }
     fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        self.access(crate::sys::DMA_BUF_SYNC_WRITE, f)
+        self.map.access(crate::sys::DMA_BUF_SYNC_WRITE, f)
     }
 }
 
@@ -627,7 +587,7 @@ fn run_synthetic(
         if fault != Fault::Skip {
             b.write(&mut |m| m.copy_from_slice(&content))?;
         }
-        let cpu = b.access(crate::sys::DMA_BUF_SYNC_READ, |m| m.to_vec())?;
+        let cpu = b.map.read()?;
         s.dequeued(f, b, fault == Fault::Error, &cpu)?;
         last = Some(content);
     }
