@@ -1,10 +1,10 @@
 # vb2-resv: top-level entry points. `make test` is what CI runs; `make demo` is the main job.
 #
 #   make toolchain                 install what a fresh Debian bookworm machine lacks (idempotent)
-#   make kernel [KERNEL=7.3|6.12]  build (or reuse) our Rust-enabled test kernel
+#   make kernel [KERNEL=7.3|6.12] [KASAN=0|1]  build (or reuse) our Rust-enabled test kernel
 #   make kmod [KDIR=...] [ARCH=..] build vb2_resv.ko the Kbuild way against KDIR
 #   make userspace                 cargo build --release of the workspace
-#   make test                      cargo tests, kernel, module, QEMU suite; TAP + build/results.json
+#   make test [KASAN=1]            cargo tests, kernel, module, QEMU suite; TAP + build/results.json
 #   make demo                      boot the kernel in QEMU and run the main job on the stand-in drivers
 #   make clean
 

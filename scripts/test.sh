@@ -4,6 +4,7 @@
 # exits non-zero on any failure. Phase times are printed at the end.
 #
 #   VB2R_TESTS='kmod.load-unload kmod.bad-param' make test   run only these guest tests
+#   VB2R_GUESTS=1 make test                                   the suite in one guest (default 2)
 #   KERNEL=6.12 make test                                     the same against 6.12
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -66,21 +67,79 @@ fi
 phase userspace cargo build --release --workspace
 userspace_ok=$?
 
-# 3. The guest suite.
-guest_rc=1
-if [ $kernel_ok = 1 ]; then
-	ko=""
+# 3. The guest suite, split over VB2R_GUESTS guests that run at the same time (each is one QEMU
+# process; TCG keeps about one host core busy per guest, so two guests use a 2-core machine).
+# The split balances the weights in scripts/guest/suite.txt; every guest boots the same kernel,
+# runs its part in suite order, and leaves its output in build/test/guest-N/.
+guest_split() { # prints one line of test names per guest
+	local want=${VB2R_TESTS:-}
+	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/guest/suite.txt" |
+		awk -v want="$want" -v n="${VB2R_GUESTS:-2}" '
+		BEGIN { if (want != "") { k = split(want, w, /[ ,]+/); for (i = 1; i <= k; i++) if (w[i] != "") pick[w[i]] = i } }
+		{ weight[$1] = $2 + 0; if (want == "") order[++m] = $1 }
+		END {
+			if (want != "") { m = 0; for (i = 1; i <= k; i++) if (w[i] != "") order[++m] = w[i] }
+			if (n > m) n = m
+			if (n < 1) n = 1
+			# Largest first onto the least-loaded guest.
+			for (i = 1; i <= m; i++) idx[i] = i
+			for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) {
+				wi = (order[idx[i]] in weight) ? weight[order[idx[i]]] : 10
+				wj = (order[idx[j]] in weight) ? weight[order[idx[j]]] : 10
+				if (wj > wi) { t = idx[i]; idx[i] = idx[j]; idx[j] = t }
+			}
+			for (i = 1; i <= m; i++) {
+				best = 1
+				for (g = 2; g <= n; g++) if (load[g] < load[best]) best = g
+				wt = (order[idx[i]] in weight) ? weight[order[idx[i]]] : 10
+				load[best] += wt; guest[idx[i]] = best
+			}
+			# Each guest keeps suite order.
+			for (g = 1; g <= n; g++) {
+				line = ""
+				for (i = 1; i <= m; i++) if (guest[i] == g) line = line (line == "" ? "" : " ") order[i]
+				print line
+			}
+		}'
+}
+
+run_guests() { # runs every guest at once; writes "dir<TAB>status" lines to $OUT/guests.tsv
+	local ko="" g=0 pids=() dirs=() tests rc=0 i
 	[ $kmod_ok = 1 ] && ko=$REPO/vb2_resv.ko
-	phase qemu "$here/qemu.sh" --kdir "$KDIR" --out "$OUT/guest" --ko "$ko" \
-		--tests "${VB2R_TESTS:-}" --timeout "${VB2R_TIMEOUT:-2400}"
-	guest_rc=$?
+	while read -r tests; do
+		g=$((g + 1))
+		dirs+=("$OUT/guest-$g")
+		echo "guest-$g: $tests"
+		"$here/qemu.sh" --kdir "$KDIR" --out "$OUT/guest-$g" --ko "$ko" --tests "$tests" \
+			--timeout "${VB2R_TIMEOUT:-2400}" >"$OUT/qemu-$g.log" 2>&1 &
+		pids+=($!)
+	done < <(guest_split)
+	: >"$OUT/guests.tsv"
+	for i in "${!pids[@]}"; do
+		wait "${pids[$i]}"
+		st=$?
+		printf '%s\t%s\n' "${dirs[$i]}" "$st" >>"$OUT/guests.tsv"
+		if [ "$st" != 0 ]; then
+			rc=$st
+			echo "guest-$((i + 1)) failed (qemu.sh exit $st):"
+			cat "$OUT/qemu-$((i + 1)).log"
+		fi
+	done
+	return $rc
+}
+
+guest_args=()
+if [ $kernel_ok = 1 ]; then
+	phase qemu run_guests
+	while IFS=$'\t' read -r d st; do guest_args+=(--guest-dir "$d" --guest-status "$st"); done <"$OUT/guests.tsv"
+else
+	guest_args=(--guest-dir "$OUT/guest-1" --guest-status 1)
 fi
 
 # 4. Report.
 "$REPO/target/release/vb2r-harness" report \
 	--host "$host_results" \
-	--guest-dir "$OUT/guest" \
-	--guest-status "$guest_rc" \
+	"${guest_args[@]}" \
 	--kernel-ok "$kernel_ok" --kmod-ok "$kmod_ok" --userspace-ok "$([ "$userspace_ok" = 0 ] && echo 1 || echo 0)" \
 	--phases "$phases" \
 	--json "$BUILD/results.json"

@@ -39,12 +39,13 @@ struct ReportArgs {
     /// Host results, one TAP line each (`ok - name # detail`).
     #[arg(long)]
     host: PathBuf,
-    /// The guest's output folder (tap.txt, dmesg.txt, kmemleak.txt, console.log).
-    #[arg(long)]
-    guest_dir: PathBuf,
-    /// scripts/qemu.sh's exit status (0: the guest ran to its end).
-    #[arg(long)]
-    guest_status: i32,
+    /// A guest's output folder (tap.txt, dmesg.txt, kmemleak.txt, console.log); once per guest
+    /// when the suite ran in several guests at once.
+    #[arg(long, required = true)]
+    guest_dir: Vec<PathBuf>,
+    /// scripts/qemu.sh's exit status (0: the guest ran to its end), one per --guest-dir.
+    #[arg(long, required = true)]
+    guest_status: Vec<i32>,
     #[arg(long)]
     kernel_ok: u8,
     #[arg(long)]
@@ -98,38 +99,71 @@ fn read_opt(path: &Path) -> Option<String> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-fn report(a: &ReportArgs) -> Result<bool> {
+/// Every result: the host's, each guest's (with the tests it planned but never reported), and
+/// dmesg-clean over all guests' kernel logs.
+fn results(a: &ReportArgs) -> Result<Vec<TestResult>> {
     let host = std::fs::read_to_string(&a.host)
         .with_context(|| format!("reading host results {}", a.host.display()))?;
     let mut tests = tap::parse(&host);
 
-    let guest_tap = read_opt(&a.guest_dir.join("tap.txt")).unwrap_or_default();
-    let console = read_opt(&a.guest_dir.join("console.log")).unwrap_or_default();
-    let guest = tap::parse(&guest_tap);
-    let planned = tap::planned_names(&guest_tap);
-    let guest_ran = a.guest_status == 0;
-
-    // Why guest tests may be missing: say it on each of them rather than dropping them.
-    let why_missing = if a.kernel_ok == 0 {
-        "not run: the kernel did not build (build/test/kernel.log)".to_string()
-    } else if !guest_ran {
-        let tail: Vec<&str> = console.lines().rev().take(5).collect();
-        format!(
-            "not run: the guest stopped early (qemu.sh exit {}); console ends: {}",
-            a.guest_status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        )
-    } else {
-        "not run: missing from the guest's TAP".to_string()
-    };
-    for name in &planned {
-        if !guest.iter().any(|t| &t.name == name) {
-            tests.push(TestResult::fail(name, &why_missing));
-        }
+    if a.guest_dir.len() != a.guest_status.len() {
+        anyhow::bail!(
+            "{} --guest-dir but {} --guest-status",
+            a.guest_dir.len(),
+            a.guest_status.len()
+        );
     }
-    tests.extend(guest);
-    if planned.is_empty() || !guest_ran {
-        tests.push(TestResult::fail("guest.run", &why_missing));
+    let many = a.guest_dir.len() > 1;
+    let mut complaints = Vec::new();
+    let mut no_log = Vec::new();
+    for (dir, &status) in a.guest_dir.iter().zip(&a.guest_status) {
+        // "guest-1: " in front of what a guest reports when there are several.
+        let who = if many {
+            format!(
+                "{}: ",
+                dir.file_name()
+                    .map_or("guest".into(), |n| n.to_string_lossy())
+            )
+        } else {
+            String::new()
+        };
+        let guest_tap = read_opt(&dir.join("tap.txt")).unwrap_or_default();
+        let console = read_opt(&dir.join("console.log")).unwrap_or_default();
+        let guest = tap::parse(&guest_tap);
+        let planned = tap::planned_names(&guest_tap);
+        let guest_ran = status == 0;
+
+        // Why guest tests may be missing: say it on each of them rather than dropping them.
+        let why_missing = if a.kernel_ok == 0 {
+            "not run: the kernel did not build (build/test/kernel.log)".to_string()
+        } else if !guest_ran {
+            let tail: Vec<&str> = console.lines().rev().take(5).collect();
+            format!(
+                "not run: {who}the guest stopped early (qemu.sh exit {status}); console ends: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        } else {
+            format!("not run: missing from {who}the guest's TAP")
+        };
+        for name in &planned {
+            if !guest.iter().any(|t| &t.name == name) {
+                tests.push(TestResult::fail(name, &why_missing));
+            }
+        }
+        tests.extend(guest);
+        if planned.is_empty() || !guest_ran {
+            tests.push(TestResult::fail("guest.run", &why_missing));
+        }
+
+        // dmesg-clean: each guest's full kernel log, or its console when it died first.
+        let log = read_opt(&dir.join("dmesg.txt")).unwrap_or(console);
+        let kmemleak = read_opt(&dir.join("kmemleak.txt")).unwrap_or_default();
+        if log.trim().is_empty() {
+            no_log.push(format!("{who}no kernel log from the guest"));
+        }
+        let mut bad = dmesg::complaints(&log);
+        bad.extend(dmesg::kmemleak_reports(&kmemleak));
+        complaints.extend(bad.into_iter().map(|l| format!("{who}{l}")));
     }
     if a.kmod_ok == 0 {
         tests.push(TestResult::fail(
@@ -143,28 +177,25 @@ fn report(a: &ReportArgs) -> Result<bool> {
             "cargo build failed (build/test/userspace.log)",
         ));
     }
-
-    // dmesg-clean: the guest's full kernel log, or the console when the guest died first.
-    let log = read_opt(&a.guest_dir.join("dmesg.txt")).unwrap_or_else(|| console.clone());
-    let kmemleak = read_opt(&a.guest_dir.join("kmemleak.txt")).unwrap_or_default();
-    if a.kernel_ok == 1 {
-        let mut bad = dmesg::complaints(&log);
-        bad.extend(dmesg::kmemleak_reports(&kmemleak));
-        if log.trim().is_empty() {
-            tests.push(TestResult::fail(
-                "dmesg-clean",
-                "no kernel log from the guest",
-            ));
-        } else if bad.is_empty() {
-            tests.push(TestResult::pass("dmesg-clean", ""));
-        } else {
-            let shown: Vec<_> = bad.iter().take(8).map(String::as_str).collect();
-            tests.push(TestResult::fail("dmesg-clean", &shown.join(" | ")));
-        }
+    if a.kernel_ok == 0 {
+        tests.push(TestResult::fail(
+            "dmesg-clean",
+            "not run: the kernel did not build (build/test/kernel.log)",
+        ));
+    } else if !no_log.is_empty() {
+        tests.push(TestResult::fail("dmesg-clean", &no_log.join(" | ")));
+    } else if complaints.is_empty() {
+        tests.push(TestResult::pass("dmesg-clean", ""));
     } else {
-        tests.push(TestResult::fail("dmesg-clean", &why_missing));
+        let shown: Vec<_> = complaints.iter().take(8).map(String::as_str).collect();
+        tests.push(TestResult::fail("dmesg-clean", &shown.join(" | ")));
     }
 
+    Ok(tests)
+}
+
+fn report(a: &ReportArgs) -> Result<bool> {
+    let tests = results(a)?;
     println!("TAP version 13");
     println!("1..{}", tests.len());
     for (i, t) in tests.iter().enumerate() {
@@ -250,6 +281,69 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two guests: one ran its tests and is clean; the other died after its first test with a
+    /// BUG in its log. The missing test, the dead guest and the BUG are all failures, named.
+    #[test]
+    fn several_guests() {
+        let base = std::env::temp_dir().join(format!("vb2r-harness-{}", std::process::id()));
+        let (g1, g2) = (base.join("guest-1"), base.join("guest-2"));
+        for d in [&g1, &g2] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(base.join("host.tap"), "ok - cargo.test # 3\n").unwrap();
+        std::fs::write(base.join("phases.tsv"), "").unwrap();
+        std::fs::write(
+            g1.join("tap.txt"),
+            "# suite: a b\n1..2\nok 1 - a # time=1s\nok 2 - b # time=1s\n",
+        )
+        .unwrap();
+        std::fs::write(g1.join("dmesg.txt"), "[    1.0] vb2_resv: loaded\n").unwrap();
+        std::fs::write(
+            g2.join("tap.txt"),
+            "# suite: c d\n1..2\nok 1 - c # time=1s\n",
+        )
+        .unwrap();
+        std::fs::write(
+            g2.join("console.log"),
+            "[    2.0] BUG: kernel NULL pointer dereference, address: 0000000000000000\n",
+        )
+        .unwrap();
+        let a = ReportArgs {
+            host: base.join("host.tap"),
+            guest_dir: vec![g1, g2],
+            guest_status: vec![0, 3],
+            kernel_ok: 1,
+            kmod_ok: 1,
+            userspace_ok: 1,
+            phases: base.join("phases.tsv"),
+            json: base.join("results.json"),
+        };
+        let t = results(&a).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+        let get = |n: &str| t.iter().find(|r| r.name == n).unwrap();
+        for n in ["cargo.test", "a", "b", "c"] {
+            assert_eq!(get(n).status, Status::Pass, "{n}");
+        }
+        assert_eq!(get("d").status, Status::Fail);
+        assert!(get("d")
+            .detail
+            .contains("guest-2: the guest stopped early (qemu.sh exit 3)"));
+        assert_eq!(get("guest.run").status, Status::Fail);
+        assert_eq!(get("dmesg-clean").status, Status::Fail);
+        assert!(get("dmesg-clean").detail.starts_with("guest-2: "));
+        assert!(get("dmesg-clean")
+            .detail
+            .contains("BUG: kernel NULL pointer"));
+        assert_eq!(
+            summarize(&t),
+            Summary {
+                passed: 4,
+                failed: 3,
+                skipped: 0
+            }
+        );
+    }
 
     #[test]
     fn summary_counts_each_status() {
