@@ -131,6 +131,49 @@ impl DecodeMode {
     }
 }
 
+/// The decoder arguments that `decode` and `verify` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DecoderArgs {
+    /// The decoder's video node (found when absent).
+    #[arg(long)]
+    pub device: Option<PathBuf>,
+    /// The decoder's media device (found from the media graph when absent).
+    #[arg(long)]
+    pub media: Option<PathBuf>,
+    /// Only the first N pictures (decode order).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    /// Requests kept in flight (at least 2).
+    #[arg(long, default_value_t = 3)]
+    pub in_flight: usize,
+    /// Queue the requests from a second thread: visl runs an idle device's job inside
+    /// MEDIA_REQUEST_IOC_QUEUE, so without this a fence or frame looked at right after queueing
+    /// is already done; with it visl decodes while this thread goes on, as hardware would.
+    #[arg(long)]
+    pub async_queue: bool,
+}
+
+impl DecoderArgs {
+    /// Checks the arguments and turns them into decode options (the rest at their defaults).
+    pub fn options(&self) -> Result<DecodeOptions> {
+        if self.in_flight < 2 {
+            bail!("--in-flight must be at least 2");
+        }
+        if self.frames == Some(0) {
+            bail!("--frames must be at least 1");
+        }
+        Ok(DecodeOptions {
+            device: self.device.clone(),
+            media: self.media.clone(),
+            frames: self.frames,
+            in_flight: self.in_flight,
+            async_queue: self.async_queue,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct DecodeOptions {
     /// The decoder's video node; found when None.
     pub device: Option<PathBuf>,

@@ -4,7 +4,7 @@ use anyhow::{anyhow, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use vb2r::decode::{self, DecodeMode, DecodeOptions, NoHook};
+use vb2r::decode::{self, DecodeMode, DecodeOptions, DecoderArgs, NoHook};
 use vb2r::kmod::Mode;
 
 #[derive(Parser)]
@@ -28,15 +28,8 @@ enum Cmd {
     Decode {
         /// The H.264 Annex-B elementary stream.
         input: PathBuf,
-        /// The decoder's video node (found when absent).
-        #[arg(long)]
-        device: Option<PathBuf>,
-        /// The decoder's media device (found from the media graph when absent).
-        #[arg(long)]
-        media: Option<PathBuf>,
-        /// Decode only the first N pictures (decode order).
-        #[arg(long)]
-        frames: Option<usize>,
+        #[command(flatten)]
+        decoder: DecoderArgs,
         /// Write the report as JSON (docs/report-format.md).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -46,13 +39,6 @@ enum Cmd {
         /// Force frame-based or slice-based decoding (default: frame-based when offered).
         #[arg(long, value_parser = parse_decode_mode)]
         decode_mode: Option<DecodeMode>,
-        /// Requests kept in flight (at least 2).
-        #[arg(long, default_value_t = 3)]
-        in_flight: usize,
-        /// Queue requests from a second thread (visl runs an idle device's job inside the
-        /// request-queue call; this lets it decode while the decoder thread goes on).
-        #[arg(long)]
-        async_queue: bool,
         /// Do not print the per-frame table.
         #[arg(long, short)]
         quiet: bool,
@@ -84,32 +70,17 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Decode {
             input,
-            device,
-            media,
-            frames,
+            decoder,
             json,
             mode,
             decode_mode,
-            in_flight,
-            async_queue,
             quiet,
         } => {
-            if in_flight < 2 {
-                return Err(anyhow!("--in-flight must be at least 2"));
-            }
-            if frames == Some(0) {
-                return Err(anyhow!("--frames must be at least 1"));
-            }
             let opts = DecodeOptions {
-                device,
-                media,
-                frames,
                 mode,
                 decode_mode,
-                in_flight,
-                async_queue,
                 progress: std::io::stderr().is_terminal(),
-                ..Default::default()
+                ..decoder.options()?
             };
             let report = decode::decode(&input, &opts, &mut NoHook)?;
             if let Some(j) = json {

@@ -13,7 +13,7 @@
 //! path and the classifier end to end where no decoder is (or on a new GPU).
 
 use crate::classify::{self, Class, Counts, Geometry, Verdict};
-use crate::decode::{self, CaptureBuffer, DecodeOptions, FrameHook, Nv12Layout};
+use crate::decode::{self, CaptureBuffer, DecodeOptions, DecoderArgs, FrameHook, Nv12Layout};
 use crate::evidence;
 use crate::gpu::{
     self, DmaBufNv12, Gpu, GpuInfo, GpuOptions, Images, ImportInfo, ImportPath, Matrix, Platform,
@@ -99,23 +99,8 @@ pub enum Fault {
 pub struct VerifyArgs {
     /// The H.264 Annex-B stream (not with --synthetic).
     pub input: Option<PathBuf>,
-    /// The decoder's video node (found when absent).
-    #[arg(long)]
-    pub device: Option<PathBuf>,
-    /// The decoder's media device (found when absent).
-    #[arg(long)]
-    pub media: Option<PathBuf>,
-    /// Only the first N pictures (decode order).
-    #[arg(long)]
-    pub frames: Option<usize>,
-    /// Requests the decoder keeps in flight (at least 2).
-    #[arg(long, default_value_t = 3)]
-    pub in_flight: usize,
-    /// Queue the requests from a second thread (decode.rs): visl runs a job inside
-    /// MEDIA_REQUEST_IOC_QUEUE when idle, so without this `--sample-at queued` always finds the
-    /// frame already written; with it visl decodes while the GPU samples, as hardware would.
-    #[arg(long)]
-    pub async_queue: bool,
+    #[command(flatten)]
+    pub decoder: DecoderArgs,
     /// kwin: R8 + GR88 EGLImages; external: one NV12 EGLImage via samplerExternalOES; both.
     #[arg(long, value_enum, default_value = "kwin")]
     pub import: ImportArg,
@@ -651,9 +636,8 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
         }
         (None, Some(n)) => format!("synthetic:{n}:{:?}", a.fault).to_lowercase(),
     };
-    if a.in_flight < 2 {
-        bail!("--in-flight must be at least 2");
-    }
+    // Checked with or without a stream, so that a bad value fails before any arm runs.
+    let decoder_opts = a.decoder.options()?;
     if a.synthetic.is_some() && !a.modes.is_empty() {
         bail!("--modes needs a decoder: the synthetic one is not a V4L2 device");
     }
@@ -728,13 +712,8 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                 let (decoder, driver) = match (&a.input, a.synthetic) {
                     (Some(input), _) => {
                         let opts = DecodeOptions {
-                            device: a.device.clone(),
-                            media: a.media.clone(),
-                            frames: a.frames,
                             mode,
-                            in_flight: a.in_flight,
-                            async_queue: a.async_queue,
-                            ..Default::default()
+                            ..decoder_opts.clone()
                         };
                         let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
                         let driver = format!("{} ({})", r.device.driver, r.device.card);

@@ -239,6 +239,8 @@ t_verifier_egl_bad_input() {
 	# Bad arguments and inputs.
 	egl_bad "no such file" verify /nonexistent.h264
 	egl_bad "give either INPUT or --synthetic N" verify "$EGL_STREAM" --synthetic 2
+	egl_bad "--frames must be at least 1" verify "$EGL_STREAM" --frames 0
+	egl_bad "--in-flight must be at least 2" verify "$EGL_STREAM" --in-flight 1
 	egl_bad "--modes needs a decoder" verify --synthetic 2 --modes off
 	egl_bad "cannot open /dev/vb2_resv" verify "$EGL_STREAM" --modes off,queue
 	return 0
