@@ -75,7 +75,7 @@ guest_split() { # prints one line of test names per guest
 	local want=${VB2R_TESTS:-}
 	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$here/guest/suite.txt" |
 		awk -v want="$want" -v n="${VB2R_GUESTS:-2}" '
-		BEGIN { if (want != "") { k = split(want, w, /[ ,]+/); for (i = 1; i <= k; i++) if (w[i] != "") pick[w[i]] = i } }
+		BEGIN { if (want != "") k = split(want, w, /[ ,]+/) }
 		{ weight[$1] = $2 + 0; if (want == "") order[++m] = $1 }
 		END {
 			if (want != "") { m = 0; for (i = 1; i <= k; i++) if (w[i] != "") order[++m] = w[i] }
@@ -104,7 +104,7 @@ guest_split() { # prints one line of test names per guest
 }
 
 run_guests() { # runs every guest at once; writes "dir<TAB>status" lines to $OUT/guests.tsv
-	local ko="" g=0 pids=() dirs=() tests rc=0 i
+	local ko="" g=0 pids=() dirs=() tests rc=0 i st
 	[ $kmod_ok = 1 ] && ko=$REPO/vb2_resv.ko
 	while read -r tests; do
 		g=$((g + 1))
