@@ -213,13 +213,7 @@ impl Drop for DmaBufMap {
     }
 }
 
-// <drm/drm.h> and <drm/vgem_drm.h>
-#[repr(C)]
-struct DrmPrimeHandle {
-    handle: u32,
-    flags: u32,
-    fd: i32,
-}
+// <drm/vgem_drm.h>: the drm crate covers the core DRM ioctls, not vgem's own two.
 #[repr(C)]
 struct VgemFenceAttach {
     handle: u32,
@@ -233,7 +227,6 @@ struct VgemFenceSignal {
     flags: u32,
 }
 pub const VGEM_FENCE_WRITE: u32 = 1;
-nix::ioctl_readwrite!(drm_prime_fd_to_handle, b'd', 0x2e, DrmPrimeHandle);
 nix::ioctl_readwrite!(vgem_fence_attach, b'd', 0x41, VgemFenceAttach);
 nix::ioctl_write_ptr!(vgem_fence_signal, b'd', 0x42, VgemFenceSignal);
 
@@ -246,6 +239,8 @@ impl AsFd for DrmNode {
     }
 }
 impl drm::Device for DrmNode {}
+// For PRIME import (the crate keeps it with the KMS ioctls; a render node answers it too).
+impl drm::control::Device for DrmNode {}
 
 /// The render nodes of the machine with their DRM driver names (DRM_IOCTL_VERSION).
 pub fn render_nodes() -> Vec<(String, String)> {
@@ -272,7 +267,7 @@ pub fn render_nodes() -> Vec<(String, String)> {
 
 /// A vgem device: a DRM driver that honours implicit sync for imported dma-bufs.
 pub struct Vgem {
-    file: File,
+    node: DrmNode,
     pub path: String,
 }
 
@@ -287,20 +282,17 @@ impl Vgem {
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open {path}"))?;
-        Ok(Vgem { file, path })
+        Ok(Vgem {
+            node: DrmNode(file),
+            path,
+        })
     }
 
-    /// Imports a dma-buf: PRIME_FD_TO_HANDLE.
-    pub fn import(&self, dmabuf: &impl AsRawFd) -> Result<u32> {
-        let mut arg = DrmPrimeHandle {
-            handle: 0,
-            flags: 0,
-            fd: dmabuf.as_raw_fd(),
-        };
-        // SAFETY: `arg` is the ioctl's argument struct.
-        unsafe { drm_prime_fd_to_handle(self.file.as_raw_fd(), &mut arg) }
+    /// Imports a dma-buf: PRIME_FD_TO_HANDLE. Returns the GEM handle.
+    pub fn import(&self, dmabuf: &impl AsFd) -> Result<u32> {
+        let h = drm::control::Device::prime_fd_to_buffer(&self.node, dmabuf.as_fd())
             .context("DRM_IOCTL_PRIME_FD_TO_HANDLE")?;
-        Ok(arg.handle)
+        Ok(h.into())
     }
 
     /// VGEM_FENCE_ATTACH: adds a vgem fence to the buffer, failing with EBUSY while a
@@ -313,7 +305,7 @@ impl Vgem {
             pad: 0,
         };
         // SAFETY: `arg` is the ioctl's argument struct.
-        unsafe { vgem_fence_attach(self.file.as_raw_fd(), &mut arg) }?;
+        unsafe { vgem_fence_attach(self.node.0.as_raw_fd(), &mut arg) }?;
         Ok(arg.out_fence)
     }
 
@@ -321,7 +313,7 @@ impl Vgem {
     pub fn fence_signal(&self, fence: u32) -> nix::Result<()> {
         let arg = VgemFenceSignal { fence, flags: 0 };
         // SAFETY: `arg` is the ioctl's argument struct.
-        unsafe { vgem_fence_signal(self.file.as_raw_fd(), &arg) }.map(drop)
+        unsafe { vgem_fence_signal(self.node.0.as_raw_fd(), &arg) }.map(drop)
     }
 }
 
