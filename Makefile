@@ -6,6 +6,7 @@
 #   make userspace                 cargo build --release of the workspace
 #   make test [KASAN=1]            cargo tests, kernel, module, QEMU suite; TAP + build/results.json
 #   make demo                      boot the kernel in QEMU and run the main job on the stand-in drivers
+#   make bench                     what vb2_resv adds to the QBUF path, per mode (QEMU, figures)
 #   make clean
 
 KERNEL ?= 7.3
@@ -17,7 +18,7 @@ ifeq ($(origin KDIR), undefined)
 KDIR_FROM_SCRIPT := 1
 endif
 
-.PHONY: toolchain kernel kmod userspace test demo clean fmt clippy
+.PHONY: toolchain kernel kmod userspace test demo bench clean fmt clippy
 
 toolchain:
 	scripts/toolchain.sh
@@ -42,6 +43,9 @@ test:
 
 demo:
 	scripts/demo.sh
+
+bench:
+	scripts/bench.sh
 
 fmt:
 	cargo fmt --all

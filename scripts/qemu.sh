@@ -2,7 +2,7 @@
 # Boot our kernel under QEMU (TCG) with the host's root file system read-only over virtio-9p and run
 # the guest runner (scripts/guest/init.sh) in it.
 #
-#   scripts/qemu.sh --kdir DIR --out DIR [--timeout S] [--ko FILE] [--tests 'a b c'] [--job suite|demo]
+#   scripts/qemu.sh --kdir DIR --out DIR [--timeout S] [--ko FILE] [--tests 'a b c'] [--job suite|demo|bench]
 #                   [--script FILE]   (run FILE in the guest instead of a job)
 #
 # The guest writes tap.txt, dmesg.txt and whatever the tests leave into --out (a second 9p share,

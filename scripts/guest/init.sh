@@ -31,6 +31,7 @@ echo "guest: kernel $(uname -r), job ${VB2R_JOB}"
 case "$VB2R_JOB" in
 suite) "$VB2R_REPO/scripts/guest/runner.sh" 2>&1 | tee /tmp/out/runner.log ;;
 demo) "$VB2R_REPO/scripts/guest/demo.sh" 2>&1 | tee /tmp/out/demo.log ;;
+bench) "$VB2R_REPO/scripts/guest/bench.sh" 2>&1 | tee /tmp/out/bench.log ;;
 script) bash /tmp/out/job.sh 2>&1 | tee /tmp/out/job.log ;;
 *) echo "guest: unknown job '$VB2R_JOB'" ;;
 esac
