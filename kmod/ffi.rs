@@ -4,8 +4,8 @@
 //! around what it hands out: [`Fence`], [`DmaBuf`] and [`Vdev`]. Nothing here decides anything.
 
 use core::ffi::{c_int, c_void};
-use kernel::ffi::c_char;
 use core::ptr::NonNull;
+use kernel::ffi::c_char;
 use kernel::prelude::*;
 
 /// Opaque C types (only ever handled by pointer).
@@ -23,10 +23,6 @@ pub(crate) struct VideoDevice {
 }
 #[repr(C)]
 pub(crate) struct Vb2Queue {
-    _p: [u8; 0],
-}
-#[repr(C)]
-pub(crate) struct Vb2Buffer {
     _p: [u8; 0],
 }
 #[repr(C)]
@@ -99,7 +95,6 @@ extern "C" {
     pub(crate) fn vb2r_hooks_remove(h: *mut Hooks);
 
     pub(crate) fn vb2r_queue_max_buffers(q: *mut Vb2Queue) -> u32;
-    pub(crate) fn vb2r_buffer_info(vb: *mut Vb2Buffer, index: *mut u32, state: *mut u32);
     pub(crate) fn vb2r_buffer_planes(q: *mut Vb2Queue, index: u32) -> u32;
     fn vb2r_buffer_imported_dmabuf(q: *mut Vb2Queue, index: u32, plane: u32) -> *mut RawDmaBuf;
 

@@ -10,6 +10,7 @@
 #include <linux/dma-resv.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/irq_work.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/namei.h>
@@ -454,7 +455,7 @@ u32 vb2r_queue_max_buffers(struct vb2_queue *q)
 	return q->max_num_buffers;
 }
 
-void vb2r_buffer_info(struct vb2_buffer *vb, u32 *index, u32 *state)
+static void vb2r_buffer_info(struct vb2_buffer *vb, u32 *index, u32 *state)
 {
 	*index = vb->index;
 	switch (vb->state) {
@@ -646,14 +647,87 @@ u64 vb2r_ktime_ns(void)
  * Registration.
  */
 
+/*
+ * test_hardirq_signal: hantro returns buffers from its interrupt handler, the virtual drivers
+ * from a kthread or a workqueue, so without help the suite never runs the signalling path in
+ * hard IRQ. With the parameter set, each vb2_buf_done event is copied (queue address as a key,
+ * index, state, time) into a slot and handed to an irq_work, which runs the same
+ * vb2r_rs_buf_done() there, under lockdep. A plain irq_work runs in hard IRQ (a self-IPI on x86
+ * and arm64) and lockdep treats it as a threadable interrupt handler, as hantro's is (a kthread
+ * on PREEMPT_RT, like a forced-threaded handler). Not IRQ_WORK_HARD_IRQ: that is a raw hard-IRQ
+ * context, in which the spinlock_t of a dma_fence (and ours) is invalid on PREEMPT_RT, and
+ * lockdep says so ("Invalid wait context"); drivers that signal from IRQF_NO_THREAD handlers
+ * have the same limit with every dma_fence. Test aid only: it delays the signal by an interrupt.
+ */
+static bool test_hardirq_signal;
+module_param(test_hardirq_signal, bool, 0644);
+MODULE_PARM_DESC(test_hardirq_signal, "test aid: signal fences from an irq_work (hard IRQ), as with a driver that returns buffers in its interrupt handler (default: off)");
+
+#define VB2R_IRQ_SLOTS 64
+struct vb2r_irq_event {
+	struct irq_work work;
+	struct vb2_queue *q;
+	u32 index;
+	u32 state;
+	u64 event_ns;
+};
+static struct vb2r_irq_event vb2r_irq_events[VB2R_IRQ_SLOTS];
+static DECLARE_BITMAP(vb2r_irq_busy, VB2R_IRQ_SLOTS);
+static atomic_t vb2r_irq_hard = ATOMIC_INIT(0);
+static atomic_t vb2r_irq_not_hard = ATOMIC_INIT(0);
+static atomic_t vb2r_irq_in_place = ATOMIC_INIT(0);
+
+static void vb2r_irq_event_run(struct irq_work *w)
+{
+	struct vb2r_irq_event *e = container_of(w, struct vb2r_irq_event, work);
+
+	atomic_inc(in_hardirq() ? &vb2r_irq_hard : &vb2r_irq_not_hard);
+	vb2r_rs_buf_done(vb2r_ctx, e->q, e->index, e->state, e->event_ns);
+	/* The slot's fields are not read after this. */
+	clear_bit_unlock(e - vb2r_irq_events, vb2r_irq_busy);
+}
+
+/* Hands the event to a free slot's irq_work; false when every slot is busy. */
+static bool vb2r_irq_defer(struct vb2_queue *q, u32 index, u32 state, u64 event_ns)
+{
+	unsigned int i;
+
+	for (i = 0; i < VB2R_IRQ_SLOTS; i++) {
+		struct vb2r_irq_event *e = &vb2r_irq_events[i];
+
+		if (test_and_set_bit_lock(i, vb2r_irq_busy))
+			continue;
+		e->q = q;
+		e->index = index;
+		e->state = state;
+		e->event_ns = event_ns;
+		irq_work_queue(&e->work);
+		return true;
+	}
+	return false;
+}
+
 static void vb2r_probe_buf_done(void *data, struct vb2_queue *q, struct vb2_buffer *vb)
 {
-	vb2r_rs_buf_done(data, q, vb);
+	u64 now = ktime_get_ns();
+	u32 index, state;
+
+	vb2r_buffer_info(vb, &index, &state);
+	if (READ_ONCE(test_hardirq_signal) && !in_hardirq()) {
+		if (vb2r_irq_defer(q, index, state, now))
+			return;
+		atomic_inc(&vb2r_irq_in_place);
+	}
+	vb2r_rs_buf_done(data, q, index, state, now);
 }
 
 int vb2r_glue_init(void *rs_ctx)
 {
+	unsigned int i;
+
 	vb2r_ctx = rs_ctx;
+	for (i = 0; i < VB2R_IRQ_SLOTS; i++)
+		init_irq_work(&vb2r_irq_events[i].work, vb2r_irq_event_run);
 	return register_trace_vb2_buf_done(vb2r_probe_buf_done, rs_ctx);
 }
 
@@ -661,9 +735,18 @@ void vb2r_glue_exit(void)
 {
 	struct vb2r_hooks *h, *tmp;
 	unsigned long waited = 0;
+	unsigned int i;
 
 	unregister_trace_vb2_buf_done(vb2r_probe_buf_done, vb2r_ctx);
 	tracepoint_synchronize_unregister();
+	/* No probe runs any more: wait for the events it handed to irq_works. */
+	for (i = 0; i < VB2R_IRQ_SLOTS; i++)
+		irq_work_sync(&vb2r_irq_events[i].work);
+	if (atomic_read(&vb2r_irq_hard) || atomic_read(&vb2r_irq_not_hard) ||
+	    atomic_read(&vb2r_irq_in_place))
+		pr_info("vb2_resv: test_hardirq_signal: %d buffer-done events handled in hard IRQ, %d in an irq_work outside it, %d in place (no free slot)\n",
+			atomic_read(&vb2r_irq_hard), atomic_read(&vb2r_irq_not_hard),
+			atomic_read(&vb2r_irq_in_place));
 	/* A task may have read our function pointer just before the tables were restored. */
 	synchronize_rcu_tasks();
 	while (!wait_event_timeout(vb2r_inflight_wq, atomic_read(&vb2r_inflight) == 0, 5 * HZ)) {

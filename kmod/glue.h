@@ -101,18 +101,26 @@ int vb2r_rs_pre(void *rs_node, struct vb2r_call *call);
  */
 void vb2r_rs_post(void *rs_node, struct vb2r_call *call, int ret);
 /*
- * vb2r_rs_buf_done() - implemented in Rust: the vb2_buf_done tracepoint probe.
+ * vb2r_rs_buf_done() - implemented in Rust: buffer @index of @q was returned by its driver in
+ * state @state (enum vb2r_buf_state) at @event_ns (ktime_get_ns()). @q is a lookup key only
+ * and is never dereferenced (the queue may be gone when the event is handled late). A fence
+ * armed after @event_ns is left alone.
  * Context: ANY (hard IRQ for hantro, a workqueue for its watchdog, process context for the
- * virtual drivers); must not sleep. @rs_ctx is the pointer given to vb2r_glue_init().
+ * virtual drivers, an irq_work in hard IRQ with test_hardirq_signal); must not sleep. @rs_ctx is
+ * the pointer given to vb2r_glue_init().
  */
-void vb2r_rs_buf_done(void *rs_ctx, struct vb2_queue *q, struct vb2_buffer *vb);
+void vb2r_rs_buf_done(void *rs_ctx, struct vb2_queue *q, u32 index, u32 state, u64 event_ns);
 
 /* ---------------------------------------------------------------------------------------------
  * Module-wide registration.
  */
 
 /*
- * vb2r_glue_init() - register the vb2_buf_done tracepoint probe with @rs_ctx as its data.
+ * vb2r_glue_init() - register the vb2_buf_done tracepoint probe with @rs_ctx as its data. The
+ * probe reads the buffer's index and state and calls vb2r_rs_buf_done() in place; with the
+ * test_hardirq_signal parameter set it hands the event to an irq_work (hard IRQ) instead (a test
+ * aid: none of the virtual drivers returns buffers in hard IRQ as hantro does), or handles it
+ * in place when all of its 64 event slots are busy.
  * Context: process (module init). Returns 0 or a negative errno.
  */
 int vb2r_glue_init(void *rs_ctx);
@@ -124,6 +132,7 @@ int vb2r_glue_init(void *rs_ctx);
  * pointer from a table just before it was restored, and the in-flight counter covers the
  * wrappers already running (a blocked DQBUF keeps this waiting until it returns; a line is
  * logged every 5 s while it waits).
+ * Pending test_hardirq_signal irq_works are waited for (irq_work_sync()) before it returns.
  * Context: process (module exit), after every hook was removed with vb2r_hooks_remove().
  */
 void vb2r_glue_exit(void);
@@ -198,12 +207,6 @@ enum vb2r_buf_state {
 	VB2R_BUF_QUEUED = 2,  /* returned to the queued state (start_streaming failed) */
 	VB2R_BUF_OTHER = 3,
 };
-
-/*
- * vb2r_buffer_info() - @vb's index and state (enum vb2r_buf_state).
- * Context: any (called from the vb2_buf_done probe).
- */
-void vb2r_buffer_info(struct vb2_buffer *vb, u32 *index, u32 *state);
 
 /*
  * vb2r_buffer_planes() - the number of planes of buffer @index of @q, or 0 if there is none.

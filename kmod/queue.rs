@@ -226,9 +226,16 @@ impl Queue {
     /// Signals buffer `index`'s pending fence with `outcome`, if it has one. Any context.
     /// Returns whether there was one.
     pub(crate) fn finish(&self, index: u32, outcome: Outcome) -> bool {
+        self.finish_armed_before(index, outcome, u64::MAX)
+    }
+
+    /// [`Self::finish`], but only for a fence armed before `event_ns` (`ffi::now_ns()` time):
+    /// an event handled late (see `buf_done`) must not end a fence armed after it happened.
+    fn finish_armed_before(&self, index: u32, outcome: Outcome, event_ns: u64) -> bool {
         let (fence, armed_ns) = {
             let mut g = self.fences.lock();
             match g.slots.get_mut(index as usize) {
+                Some(s) if s.armed_ns > event_ns => (None, 0),
                 Some(s) => {
                     if s.fence.as_ref().is_some_and(|f| !f.is_signaled()) {
                         s.last = Some(outcome);
@@ -251,10 +258,13 @@ impl Queue {
         true
     }
 
-    /// The vb2_buf_done probe for this queue (any context).
-    pub(crate) fn buf_done(&self, index: u32, state: u32) {
+    /// The vb2_buf_done probe for this queue (any context). `event_ns` is when the driver
+    /// returned the buffer: the probe's own time, or earlier when glue.c hands the event to an
+    /// irq_work (`test_hardirq_signal`), by which time the buffer may have been
+    /// dequeued and queued again with a new fence, which this event must leave alone.
+    pub(crate) fn buf_done(&self, index: u32, state: u32, event_ns: u64) {
         let cancelling = self.fences.lock().cancelling;
-        self.finish(index, Outcome::for_done(state, cancelling));
+        self.finish_armed_before(index, Outcome::for_done(state, cancelling), event_ns);
     }
 
     /// Signals every pending fence with -ECANCELED (process context). Returns how many.

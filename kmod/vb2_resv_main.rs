@@ -32,7 +32,7 @@ mod node;
 mod params;
 mod queue;
 
-use ffi::{op, Call, DmaBuf, Vb2Buffer, Vb2Queue, Vdev};
+use ffi::{op, Call, DmaBuf, Vb2Queue, Vdev};
 use node::Node;
 use params::{AttachError, Mode, Target};
 use queue::{Outcome, Queue};
@@ -357,18 +357,19 @@ unsafe extern "C" fn vb2r_rs_post(rs_node: *mut c_void, call: *mut Call, ret: c_
     post(node, call, ret);
 }
 
-/// # Safety
-///
-/// Called by glue.c's vb2_buf_done probe only, with live `q` and `vb`.
+/// The vb2_buf_done event of buffer `index` of `q` (glue.h: `q` is a key only, never
+/// dereferenced; `state` an `enum vb2r_buf_state`; `event_ns` when it happened). Any context.
 #[no_mangle]
-unsafe extern "C" fn vb2r_rs_buf_done(_ctx: *mut c_void, q: *mut Vb2Queue, vb: *mut Vb2Buffer) {
-    let Some(queue) = state().find_queue(q) else {
-        return;
-    };
-    let (mut index, mut st) = (0u32, 0u32);
-    // SAFETY: `vb` is the live buffer the tracepoint reports.
-    unsafe { ffi::vb2r_buffer_info(vb, &mut index, &mut st) };
-    queue.buf_done(index, st);
+extern "C" fn vb2r_rs_buf_done(
+    _ctx: *mut c_void,
+    q: *mut Vb2Queue,
+    index: u32,
+    state_: u32,
+    event_ns: u64,
+) {
+    if let Some(queue) = state().find_queue(q) {
+        queue.buf_done(index, state_, event_ns);
+    }
 }
 
 /// An `Arc<Node>` for a `&Node` that lives in the registry.
@@ -639,7 +640,9 @@ impl kernel::Module for Vb2Resv {
         let mode_file = KBox::pin_init(
             state
                 .debugfs
-                .read_callback_file(c"mode", (), &|(): &(), f| writeln!(f, "{}", crate::state().mode().name())),
+                .read_callback_file(c"mode", (), &|(): &(), f| {
+                    writeln!(f, "{}", crate::state().mode().name())
+                }),
             GFP_KERNEL,
         )
         .ok();
