@@ -9,17 +9,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-KERNEL=${KERNEL:-7.3}
-"$here/kernel.sh" "$KERNEL" >/dev/null
-KDIR=$("$here/kernel.sh" --print-dir "$KERNEL")
-KMAKE=(ARCH=x86_64)
-[ -f "$KDIR/.make-args" ] && read -r -a KMAKE <"$KDIR/.make-args"
-make -s -C "$KDIR" M="$REPO" "${KMAKE[@]}" modules >/dev/null
-cargo build --release --workspace -q
+run_guest_job demo 600
 out=$BUILD/demo
-rm -rf "$out"
-"$here/qemu.sh" --kdir "$KDIR" --out "$out" --ko "$REPO/vb2_resv.ko" --job demo --timeout 600 ||
-	die "the demo guest failed (see $out/console.log)"
 cat "$out/demo.log"
 [ -f "$out/evidence/table.md" ] || die "the demo guest wrote no evidence table (see $out/demo.log)"
 rm -rf "$REPO/evidence"

@@ -39,3 +39,20 @@ aptx() {
 	"$tool" -o Dir::Etc::SourceList="$APTX/sources.list" -o Dir::Etc::SourceParts=/dev/null \
 		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" "$@"
 }
+
+# run_guest_job JOB TIMEOUT: builds (or reuses) the kernel $KERNEL (default 7.3), the module and
+# the userspace binaries, then boots the kernel in QEMU with the job JOB (scripts/guest/JOB.sh)
+# and its output in $BUILD/JOB/. Sets KDIR. Dies when the guest fails.
+run_guest_job() {
+	local job=$1 timeout_s=$2 kmake=(ARCH=x86_64)
+	KERNEL=${KERNEL:-7.3}
+	"$REPO/scripts/kernel.sh" "$KERNEL" >/dev/null
+	KDIR=$("$REPO/scripts/kernel.sh" --print-dir "$KERNEL")
+	[ -f "$KDIR/.make-args" ] && read -r -a kmake <"$KDIR/.make-args"
+	make -s -C "$KDIR" M="$REPO" "${kmake[@]}" modules >/dev/null
+	cargo build --release --workspace -q
+	rm -rf "${BUILD:?}/$job"
+	"$REPO/scripts/qemu.sh" --kdir "$KDIR" --out "$BUILD/$job" --ko "$REPO/vb2_resv.ko" \
+		--job "$job" --timeout "$timeout_s" ||
+		die "the $job guest failed (see $BUILD/$job/console.log)"
+}
