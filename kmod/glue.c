@@ -709,16 +709,16 @@ static bool vb2r_irq_defer(struct vb2_queue *q, u32 index, u32 state, u64 event_
 
 static void vb2r_probe_buf_done(void *data, struct vb2_queue *q, struct vb2_buffer *vb)
 {
-	u64 now = ktime_get_ns();
 	u32 index, state;
 
 	vb2r_buffer_info(vb, &index, &state);
 	if (READ_ONCE(test_hardirq_signal) && !in_hardirq()) {
-		if (vb2r_irq_defer(q, index, state, now))
+		if (vb2r_irq_defer(q, index, state, ktime_get_ns()))
 			return;
 		atomic_inc(&vb2r_irq_in_place);
 	}
-	vb2r_rs_buf_done(data, q, index, state, now);
+	/* Handled now: whatever fence the buffer has is the one this event ends. */
+	vb2r_rs_buf_done(data, q, index, state, U64_MAX);
 }
 
 int vb2r_glue_init(void *rs_ctx)

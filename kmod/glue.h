@@ -102,7 +102,8 @@ int vb2r_rs_pre(void *rs_node, struct vb2r_call *call);
 void vb2r_rs_post(void *rs_node, struct vb2r_call *call, int ret);
 /*
  * vb2r_rs_buf_done() - implemented in Rust: buffer @index of @q was returned by its driver in
- * state @state (enum vb2r_buf_state) at @event_ns (ktime_get_ns()). @q is a lookup key only
+ * state @state (enum vb2r_buf_state) at @event_ns (ktime_get_ns(); U64_MAX when the event is
+ * handled as it happens). @q is a lookup key only
  * and is never dereferenced (the queue may be gone when the event is handled late). A fence
  * armed after @event_ns is left alone.
  * Context: ANY (hard IRQ for hantro, a workqueue for its watchdog, process context for the

@@ -258,10 +258,10 @@ impl Queue {
         true
     }
 
-    /// The vb2_buf_done probe for this queue (any context). `event_ns` is when the driver
-    /// returned the buffer: the probe's own time, or earlier when glue.c hands the event to an
-    /// irq_work (`test_hardirq_signal`), by which time the buffer may have been
-    /// dequeued and queued again with a new fence, which this event must leave alone.
+    /// The vb2_buf_done probe for this queue (any context). `event_ns` is `u64::MAX` when the
+    /// probe handles the event as it happens; when glue.c hands it to an irq_work
+    /// (`test_hardirq_signal`) it is when the driver returned the buffer, which by then may have
+    /// been dequeued and queued again with a new fence, which this event must leave alone.
     pub(crate) fn buf_done(&self, index: u32, state: u32, event_ns: u64) {
         let cancelling = self.fences.lock().cancelling;
         self.finish_armed_before(index, Outcome::for_done(state, cancelling), event_ns);

@@ -81,18 +81,15 @@ guest_split() { # prints one line of test names per guest
 			if (want != "") { m = 0; for (i = 1; i <= k; i++) if (w[i] != "") order[++m] = w[i] }
 			if (n > m) n = m
 			if (n < 1) n = 1
+			# A test missing from suite.txt weighs 10.
+			for (i = 1; i <= m; i++) { idx[i] = i; wt[i] = (order[i] in weight) ? weight[order[i]] : 10 }
 			# Largest first onto the least-loaded guest.
-			for (i = 1; i <= m; i++) idx[i] = i
-			for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) {
-				wi = (order[idx[i]] in weight) ? weight[order[idx[i]]] : 10
-				wj = (order[idx[j]] in weight) ? weight[order[idx[j]]] : 10
-				if (wj > wi) { t = idx[i]; idx[i] = idx[j]; idx[j] = t }
-			}
+			for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++)
+				if (wt[idx[j]] > wt[idx[i]]) { t = idx[i]; idx[i] = idx[j]; idx[j] = t }
 			for (i = 1; i <= m; i++) {
 				best = 1
 				for (g = 2; g <= n; g++) if (load[g] < load[best]) best = g
-				wt = (order[idx[i]] in weight) ? weight[order[idx[i]]] : 10
-				load[best] += wt; guest[idx[i]] = best
+				load[best] += wt[idx[i]]; guest[idx[i]] = best
 			}
 			# Each guest keeps suite order.
 			for (g = 1; g <= n; g++) {

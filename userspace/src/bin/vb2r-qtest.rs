@@ -155,6 +155,7 @@ fn status_of(sf: &OwnedFd) -> Result<i32> {
 
 struct Setup {
     path: String,
+    driver: &'static str,
     dev: File,
     /// For vim2m: the OUTPUT queue is set up by `feed`.
     m2m: bool,
@@ -181,6 +182,7 @@ fn setup(which: Dev, cli: &Cli) -> Result<Setup> {
     println!("device: {path} ({driver})");
     Ok(Setup {
         path,
+        driver,
         dev,
         m2m: which == Dev::Vim2m,
     })
@@ -670,12 +672,9 @@ fn bench(cli: &Cli, which: Dev, frames: u32, exports: u32, label: &str) -> Resul
     qbuf.sort();
     let mean = qbuf.iter().map(Duration::as_secs_f64).sum::<f64>() / qbuf.len() as f64 * 1e6;
     println!(
-        "| {} | {label} | {exports} | {} | {mean:.1} | {:.1} | {:.1} | {:.1} |",
-        s.path.trim_start_matches("/dev/").to_string()
-            + match which {
-                Dev::Vivid => " (vivid)",
-                Dev::Vim2m => " (vim2m)",
-            },
+        "| {} ({}) | {label} | {exports} | {} | {mean:.1} | {:.1} | {:.1} | {:.1} |",
+        s.path.trim_start_matches("/dev/"),
+        s.driver,
         qbuf.len(),
         quantile_us(&qbuf, 0.5),
         quantile_us(&qbuf, 0.99),
