@@ -26,6 +26,10 @@ pub(crate) struct Vb2Queue {
     _p: [u8; 0],
 }
 #[repr(C)]
+pub(crate) struct Vb2Buffer {
+    _p: [u8; 0],
+}
+#[repr(C)]
 pub(crate) struct Hooks {
     _p: [u8; 0],
 }
@@ -40,20 +44,13 @@ pub(crate) const MAX_PLANES: usize = 8;
 /// `enum vb2r_op`.
 pub(crate) mod op {
     pub(crate) const REQBUFS: u32 = 1;
-    pub(crate) const CREATE_BUFS: u32 = 2;
-    pub(crate) const REMOVE_BUFS: u32 = 3;
-    pub(crate) const QBUF: u32 = 4;
-    pub(crate) const DQBUF: u32 = 5;
-    pub(crate) const EXPBUF: u32 = 6;
+    pub(crate) const REMOVE_BUFS: u32 = 2;
+    pub(crate) const QBUF: u32 = 3;
+    pub(crate) const DQBUF: u32 = 4;
+    pub(crate) const EXPBUF: u32 = 5;
+    pub(crate) const STREAMON: u32 = 6;
     pub(crate) const STREAMOFF: u32 = 7;
     pub(crate) const RELEASE: u32 = 8;
-}
-
-/// `enum vb2r_buf_state`.
-pub(crate) mod buf_state {
-    pub(crate) const DONE: u32 = 0;
-    pub(crate) const ERROR: u32 = 1;
-    pub(crate) const QUEUED: u32 = 2;
 }
 
 /// `struct vb2r_call`: what a hooked call is about (see glue.h).
@@ -69,11 +66,24 @@ pub(crate) struct Call {
     pub(crate) nplanes: u32,
     pub(crate) fd: i32,
     pub(crate) fds: [i32; MAX_PLANES],
-    pub(crate) q: *mut Vb2Queue,
     pub(crate) file: *mut File,
-    pub(crate) owner: u32,
-    /// Scratch for Rust between pre and post (glue.c zeroes it).
-    pub(crate) rs_armed: u32,
+    /// Set by pre: run the original inside a fence signalling section.
+    pub(crate) signalling: u32,
+    /// Scratch for Rust between pre and post (glue.c zeroes both).
+    pub(crate) rs_flags: u32,
+    pub(crate) rs_queue: *const c_void,
+}
+
+/// `struct vb2r_vdev_info`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct VdevInfo {
+    pub(crate) vfl_type: u32,
+    pub(crate) vfl_video: u32,
+    pub(crate) device_caps: u32,
+    pub(crate) has_qbuf: u32,
+    pub(crate) uses_fh: u32,
+    pub(crate) registered: u32,
 }
 
 extern "C" {
@@ -81,12 +91,16 @@ extern "C" {
     fn vb2r_param_mode() -> *const c_char;
     fn vb2r_param_attach() -> *const c_char;
 
-    pub(crate) fn vb2r_glue_init(rs_ctx: *mut c_void) -> c_int;
+    pub(crate) fn vb2r_glue_init();
     pub(crate) fn vb2r_glue_exit();
+    pub(crate) fn vb2r_probe_register() -> c_int;
+    pub(crate) fn vb2r_probe_unregister();
+    pub(crate) fn vb2r_watch_class(vdev: *mut VideoDevice) -> c_int;
 
     fn vb2r_vdev_get_from_fd(fd: c_int, err: *mut c_int) -> *mut VideoDevice;
     fn vb2r_vdev_get_from_path(path: *const c_char, err: *mut c_int) -> *mut VideoDevice;
     fn vb2r_vdev_put(vdev: *mut VideoDevice);
+    fn vb2r_vdev_info(vdev: *mut VideoDevice, info: *mut VdevInfo);
     fn vb2r_vdev_name(vdev: *mut VideoDevice, buf: *mut c_char, len: usize);
     fn vb2r_vdev_driver(vdev: *mut VideoDevice, buf: *mut c_char, len: usize);
 
@@ -94,7 +108,13 @@ extern "C" {
     pub(crate) fn vb2r_hooks_install(h: *mut Hooks);
     pub(crate) fn vb2r_hooks_remove(h: *mut Hooks);
 
+    pub(crate) fn vb2r_file_queue(file: *mut File, type_: u32, m2m: *mut u32) -> *mut Vb2Queue;
+    pub(crate) fn vb2r_file_release_queue(file: *mut File, m2m: *mut u32) -> *mut Vb2Queue;
+    pub(crate) fn vb2r_queue_owner(q: *mut Vb2Queue, file: *mut File) -> u32;
+    pub(crate) fn vb2r_queue_memory(q: *mut Vb2Queue) -> u32;
     pub(crate) fn vb2r_queue_max_buffers(q: *mut Vb2Queue) -> u32;
+    pub(crate) fn vb2r_vb_state(vb: *mut Vb2Buffer) -> u32;
+    pub(crate) fn vb2r_buffer_state(q: *mut Vb2Queue, index: u32) -> u32;
     pub(crate) fn vb2r_buffer_planes(q: *mut Vb2Queue, index: u32) -> u32;
     fn vb2r_buffer_imported_dmabuf(q: *mut Vb2Queue, index: u32, plane: u32) -> *mut RawDmaBuf;
 
@@ -109,12 +129,14 @@ extern "C" {
 
     fn vb2r_fence_context() -> u64;
     fn vb2r_fence_create(context: u64, seqno: u64, timeline: *const c_char) -> *mut DmaFence;
-    fn vb2r_fence_attach(d: *mut RawDmaBuf, f: *mut DmaFence) -> c_int;
+    fn vb2r_fence_publish(bufs: *const *mut RawDmaBuf, n: u32, f: *mut DmaFence) -> c_int;
+    fn vb2r_dmabuf_only_ours(d: *mut RawDmaBuf) -> bool;
     fn vb2r_fence_signal(f: *mut DmaFence, error: c_int);
     fn vb2r_fence_get(f: *mut DmaFence) -> *mut DmaFence;
     fn vb2r_fence_put(f: *mut DmaFence);
     fn vb2r_fence_signaled(f: *mut DmaFence) -> bool;
     pub(crate) fn vb2r_ktime_ns() -> u64;
+    pub(crate) fn vb2r_sleep_ms(ms: u32);
 }
 
 /// Borrows a NUL-terminated string that lives as long as the module.
@@ -260,15 +282,37 @@ impl DmaBuf {
         NonNull::new(unsafe { vb2r_buffer_imported_dmabuf(q, index, plane) }).map(DmaBuf)
     }
 
-    /// Adds `fence` to this dma-buf's resv as a WRITE fence (process context, may sleep).
-    pub(crate) fn add_write_fence(&self, fence: &Fence) -> Result {
-        // SAFETY: both references are held by `self` and `fence`.
-        let r = unsafe { vb2r_fence_attach(self.0.as_ptr(), fence.0.as_ptr()) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(errno(r))
-        }
+    /// Whether our reference is the last one: nobody can see a fence on this dma-buf any more.
+    pub(crate) fn only_ours(&self) -> bool {
+        // SAFETY: we hold a reference.
+        unsafe { vb2r_dmabuf_only_ours(self.0.as_ptr()) }
+    }
+
+    /// Whether `self` and `other` are the same dma-buf.
+    pub(crate) fn same(&self, other: &DmaBuf) -> bool {
+        self.0 == other.0
+    }
+}
+
+/// Adds `fence` as a WRITE fence to the resv of every dma-buf in `bufs` (distinct), all or
+/// none: every resv is locked and has a slot reserved before the fence is added to any
+/// (process context, may sleep, interruptible).
+pub(crate) fn publish(bufs: &[&DmaBuf], fence: &Fence) -> Result {
+    if bufs.is_empty() {
+        return Ok(());
+    }
+    let mut raw = KVec::with_capacity(bufs.len(), GFP_KERNEL)?;
+    for d in bufs {
+        raw.push(d.0.as_ptr(), GFP_KERNEL)?;
+    }
+    let n = u32::try_from(raw.len()).map_err(|_| EINVAL)?;
+    // SAFETY: `raw` holds `n` dma-buf pointers, each kept alive by a `DmaBuf` in `bufs`; the
+    // fence is kept alive by `fence`.
+    let r = unsafe { vb2r_fence_publish(raw.as_ptr(), n, fence.0.as_ptr()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(errno(r))
     }
 }
 
@@ -307,6 +351,14 @@ impl Vdev {
 
     pub(crate) fn as_ptr(&self) -> *mut VideoDevice {
         self.0.as_ptr()
+    }
+
+    /// The facts that decide whether the node can be attached.
+    pub(crate) fn info(&self) -> VdevInfo {
+        let mut i = VdevInfo::default();
+        // SAFETY: the device is pinned; `i` is a valid out-pointer.
+        unsafe { vb2r_vdev_info(self.as_ptr(), &mut i) };
+        i
     }
 
     /// The node's name, e.g. `video3`.

@@ -11,6 +11,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/irq_work.h>
+#include <linux/kmemleak.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/namei.h>
@@ -76,7 +77,7 @@ const char *vb2r_param_attach(void)
  */
 
 struct vb2r_hooks {
-	struct list_head list;			/* in vb2r_hooks_list, until vb2r_glue_exit() */
+	struct list_head list;			/* in vb2r_hooks_list until vb2r_glue_exit() */
 	struct video_device *vdev;
 	void *rs_node;
 	const struct v4l2_file_operations *orig_fops;
@@ -85,17 +86,17 @@ struct vb2r_hooks {
 	struct v4l2_ioctl_ops ops;
 };
 
-/* Every table ever made; readers (the wrappers) walk it under RCU, writers hold the mutex. */
+/* Every table made; readers (the wrappers) walk it under RCU, writers hold the mutex. */
 static LIST_HEAD(vb2r_hooks_list);
 static DEFINE_MUTEX(vb2r_hooks_mutex);
 /* Wrappers running now: vb2r_glue_exit() waits for zero. */
 static atomic_t vb2r_inflight = ATOMIC_INIT(0);
 static DECLARE_WAIT_QUEUE_HEAD(vb2r_inflight_wq);
-static void *vb2r_ctx;
 
 /*
- * The tables of the node @file belongs to. Only our tables point at the wrappers, and a table is
- * never freed before vb2r_glue_exit() has waited for every wrapper, so the search cannot fail.
+ * The tables of the node @file belongs to. Only our tables point at the wrappers, and the list
+ * keeps every table until vb2r_glue_exit() has waited for every wrapper, so the search cannot
+ * fail.
  */
 static struct vb2r_hooks *vb2r_enter(struct file *file)
 {
@@ -120,22 +121,6 @@ static void vb2r_exit_call(void)
 		wake_up_all(&vb2r_inflight_wq);
 }
 
-/* The queue of @type that @file uses: its m2m context's, or the node's own. */
-static struct vb2_queue *vb2r_file_queue(struct file *file, u32 type)
-{
-	struct video_device *vdev = video_devdata(file);
-	struct v4l2_fh *fh = test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags) ?
-		file->private_data : NULL;
-
-	/* The static inline accessors: no symbol dependency on v4l2-mem2mem.ko. */
-	if (fh && fh->m2m_ctx)
-		return V4L2_TYPE_IS_OUTPUT(type) ? v4l2_m2m_get_src_vq(fh->m2m_ctx) :
-						   v4l2_m2m_get_dst_vq(fh->m2m_ctx);
-	if (vdev->queue && vdev->queue->type == type)
-		return vdev->queue;
-	return NULL;
-}
-
 static void vb2r_call_init(struct vb2r_call *c, enum vb2r_op op, struct file *file, u32 type)
 {
 	memset(c, 0, sizeof(*c));
@@ -143,19 +128,20 @@ static void vb2r_call_init(struct vb2r_call *c, enum vb2r_op op, struct file *fi
 	c->file = file;
 	c->type = type;
 	c->fd = -1;
-	c->q = vb2r_file_queue(file, type);
 }
 
 /*
  * The wrappers. Each one: find our tables, let Rust act before the original (it may refuse),
- * run the original, let Rust act on the result. A wrapper that finds no table (impossible, see
- * vb2r_enter()) fails the call rather than guessing an operation to run.
+ * run the original (inside a fence signalling section when Rust published a fence it is on the
+ * signalling path of), let Rust act on the result. A wrapper that finds no table (impossible,
+ * see vb2r_enter()) fails the call rather than guessing an operation to run.
  */
 #define VB2R_WRAP(name, member, argtype, fill)					\
 static int vb2r_w_##name(struct file *file, void *priv, argtype arg)		\
 {										\
 	struct vb2r_hooks *h = vb2r_enter(file);				\
 	struct vb2r_call c;							\
+	bool ran = false;							\
 	int ret;								\
 										\
 	if (WARN_ON_ONCE(!h)) {							\
@@ -165,10 +151,15 @@ static int vb2r_w_##name(struct file *file, void *priv, argtype arg)		\
 	fill;									\
 	ret = vb2r_rs_pre(h->rs_node, &c);					\
 	if (!ret) {								\
+		bool cookie = c.signalling ? dma_fence_begin_signalling() : false; \
+										\
 		ret = h->orig_ops->member(file, priv, arg);			\
+		if (c.signalling)						\
+			dma_fence_end_signalling(cookie);			\
+		ran = true;							\
 		vb2r_fill_after_##name(&c, arg);				\
-		vb2r_rs_post(h->rs_node, &c, ret);				\
 	}									\
+	vb2r_rs_post(h->rs_node, &c, ran, ret);					\
 	vb2r_exit_call();							\
 	return ret;								\
 }
@@ -195,13 +186,6 @@ static void vb2r_fill_buffer(struct vb2r_call *c, const struct v4l2_buffer *b)
 
 static inline void vb2r_fill_after_reqbufs(struct vb2r_call *c, struct v4l2_requestbuffers *rb)
 {
-	c->count = rb->count;
-}
-
-static inline void vb2r_fill_after_create_bufs(struct vb2r_call *c, struct v4l2_create_buffers *cb)
-{
-	c->index = cb->index;
-	c->count = cb->count;
 }
 
 static inline void vb2r_fill_after_remove_bufs(struct vb2r_call *c, struct v4l2_remove_buffers *rb)
@@ -223,6 +207,10 @@ static inline void vb2r_fill_after_expbuf(struct vb2r_call *c, struct v4l2_expor
 	c->fd = eb->fd;
 }
 
+static inline void vb2r_fill_after_streamon(struct vb2r_call *c, enum v4l2_buf_type t)
+{
+}
+
 static inline void vb2r_fill_after_streamoff(struct vb2r_call *c, enum v4l2_buf_type t)
 {
 }
@@ -230,9 +218,6 @@ static inline void vb2r_fill_after_streamoff(struct vb2r_call *c, enum v4l2_buf_
 VB2R_WRAP(reqbufs, vidioc_reqbufs, struct v4l2_requestbuffers *,
 	  (vb2r_call_init(&c, VB2R_OP_REQBUFS, file, arg->type),
 	   c.count = arg->count, c.memory = arg->memory))
-VB2R_WRAP(create_bufs, vidioc_create_bufs, struct v4l2_create_buffers *,
-	  (vb2r_call_init(&c, VB2R_OP_CREATE_BUFS, file, arg->format.type),
-	   c.memory = arg->memory))
 VB2R_WRAP(remove_bufs, vidioc_remove_bufs, struct v4l2_remove_buffers *,
 	  (vb2r_call_init(&c, VB2R_OP_REMOVE_BUFS, file, arg->type),
 	   c.index = arg->index, c.count = arg->count))
@@ -243,15 +228,14 @@ VB2R_WRAP(dqbuf, vidioc_dqbuf, struct v4l2_buffer *,
 VB2R_WRAP(expbuf, vidioc_expbuf, struct v4l2_exportbuffer *,
 	  (vb2r_call_init(&c, VB2R_OP_EXPBUF, file, arg->type),
 	   c.index = arg->index, c.plane = arg->plane))
+VB2R_WRAP(streamon, vidioc_streamon, enum v4l2_buf_type,
+	  vb2r_call_init(&c, VB2R_OP_STREAMON, file, arg))
 VB2R_WRAP(streamoff, vidioc_streamoff, enum v4l2_buf_type,
 	  vb2r_call_init(&c, VB2R_OP_STREAMOFF, file, arg))
 
 static int vb2r_w_release(struct file *file)
 {
 	struct vb2r_hooks *h = vb2r_enter(file);
-	struct video_device *vdev = video_devdata(file);
-	struct v4l2_fh *fh = test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags) ?
-		file->private_data : NULL;
 	struct vb2r_call c;
 	int ret;
 
@@ -259,27 +243,47 @@ static int vb2r_w_release(struct file *file)
 		vb2r_exit_call();
 		return 0;
 	}
-	memset(&c, 0, sizeof(c));
-	c.op = VB2R_OP_RELEASE;
-	c.file = file;
-	c.fd = -1;
-	if (fh && fh->m2m_ctx) {
-		/* The context and its queues die with this file. */
-		c.q = v4l2_m2m_get_dst_vq(fh->m2m_ctx);
-		c.owner = 1;
-	} else if (vdev->queue && V4L2_TYPE_IS_CAPTURE(vdev->queue->type)) {
-		/* vb2_fop_release() frees the buffers only when this file owns the queue. */
-		c.q = vdev->queue;
-		c.owner = fh && vdev->queue->owner == fh;
-	}
-	if (c.q)
-		c.type = c.q->type;
-	/* A release cannot be refused: Rust's pre only marks the queue as being cancelled. */
+	vb2r_call_init(&c, VB2R_OP_RELEASE, file, 0);
+	/* A release cannot be refused: Rust's pre only prepares the queue for what follows. */
 	(void)vb2r_rs_pre(h->rs_node, &c);
 	ret = h->orig_fops->release ? h->orig_fops->release(file) : 0;
-	vb2r_rs_post(h->rs_node, &c, ret);
+	vb2r_rs_post(h->rs_node, &c, true, ret);
 	vb2r_exit_call();
 	return ret;
+}
+
+/* Writes our wrappers into the entries of @h's tables that the driver has (WRITE_ONCE each). */
+static void vb2r_hooks_arm(struct vb2r_hooks *h)
+{
+#define VB2R_HOOK(member, name) do {					\
+		if (h->orig_ops->member)				\
+			WRITE_ONCE(h->ops.member, vb2r_w_##name);	\
+	} while (0)
+	VB2R_HOOK(vidioc_reqbufs, reqbufs);
+	VB2R_HOOK(vidioc_remove_bufs, remove_bufs);
+	VB2R_HOOK(vidioc_qbuf, qbuf);
+	VB2R_HOOK(vidioc_dqbuf, dqbuf);
+	VB2R_HOOK(vidioc_expbuf, expbuf);
+	VB2R_HOOK(vidioc_streamon, streamon);
+	VB2R_HOOK(vidioc_streamoff, streamoff);
+#undef VB2R_HOOK
+	if (h->orig_fops->release)
+		WRITE_ONCE(h->fops.release, vb2r_w_release);
+}
+
+/* Writes the driver's own operations back into the wrapped entries (WRITE_ONCE each). */
+static void vb2r_hooks_disarm(struct vb2r_hooks *h)
+{
+#define VB2R_UNHOOK(member) WRITE_ONCE(h->ops.member, h->orig_ops->member)
+	VB2R_UNHOOK(vidioc_reqbufs);
+	VB2R_UNHOOK(vidioc_remove_bufs);
+	VB2R_UNHOOK(vidioc_qbuf);
+	VB2R_UNHOOK(vidioc_dqbuf);
+	VB2R_UNHOOK(vidioc_expbuf);
+	VB2R_UNHOOK(vidioc_streamon);
+	VB2R_UNHOOK(vidioc_streamoff);
+#undef VB2R_UNHOOK
+	WRITE_ONCE(h->fops.release, h->orig_fops->release);
 }
 
 struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node)
@@ -288,8 +292,10 @@ struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node)
 
 	mutex_lock(&vb2r_hooks_mutex);
 	list_for_each_entry(h, &vb2r_hooks_list, list) {
-		if (h->vdev == vdev)
-			goto fill;
+		/* Reused only for the same driver tables; a table is never rewritten wholesale. */
+		if (h->vdev == vdev && h->orig_ops == vdev->ioctl_ops &&
+		    h->orig_fops == vdev->fops)
+			goto arm;
 	}
 	h = kzalloc(sizeof(*h), GFP_KERNEL);
 	if (!h) {
@@ -297,28 +303,16 @@ struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node)
 		return NULL;
 	}
 	h->vdev = vdev;
-	list_add_tail_rcu(&h->list, &vb2r_hooks_list);
-fill:
-	/* Not installed here (vdev points at the driver's tables), so nothing reads ours now. */
-	h->rs_node = rs_node;
 	h->orig_fops = vdev->fops;
 	h->orig_ops = vdev->ioctl_ops;
+	/* Nothing can read a new table yet: plain copies. */
 	h->fops = *vdev->fops;
 	h->ops = *vdev->ioctl_ops;
-	if (h->fops.release)
-		h->fops.release = vb2r_w_release;
-#define VB2R_HOOK(member, name) do {					\
-		if (h->ops.member)					\
-			h->ops.member = vb2r_w_##name;			\
-	} while (0)
-	VB2R_HOOK(vidioc_reqbufs, reqbufs);
-	VB2R_HOOK(vidioc_create_bufs, create_bufs);
-	VB2R_HOOK(vidioc_remove_bufs, remove_bufs);
-	VB2R_HOOK(vidioc_qbuf, qbuf);
-	VB2R_HOOK(vidioc_dqbuf, dqbuf);
-	VB2R_HOOK(vidioc_expbuf, expbuf);
-	VB2R_HOOK(vidioc_streamoff, streamoff);
-#undef VB2R_HOOK
+	/* Newest first, so that a newer table for the same vdev is found before an older one. */
+	list_add_rcu(&h->list, &vb2r_hooks_list);
+arm:
+	WRITE_ONCE(h->rs_node, rs_node);
+	vb2r_hooks_arm(h);
 	mutex_unlock(&vb2r_hooks_mutex);
 	return h;
 }
@@ -335,6 +329,10 @@ void vb2r_hooks_remove(struct vb2r_hooks *h)
 {
 	WRITE_ONCE(h->vdev->fops, h->orig_fops);
 	WRITE_ONCE(h->vdev->ioctl_ops, h->orig_ops);
+	/* A task that read our table pointer before the switch now finds the driver's entries. */
+	mutex_lock(&vb2r_hooks_mutex);
+	vb2r_hooks_disarm(h);
+	mutex_unlock(&vb2r_hooks_mutex);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -346,27 +344,17 @@ static bool vb2r_is_video_chrdev(struct inode *inode)
 	return S_ISCHR(inode->i_mode) && imajor(inode) == VIDEO_MAJOR;
 }
 
-/* Checks @file is a hookable node and pins it; on failure returns NULL with *err set. */
+/* Pins the node of @file; on failure returns NULL with *err set. */
 static struct video_device *vb2r_vdev_get(struct file *file, int *err)
 {
 	struct video_device *vdev;
-	u32 caps;
 
 	if (!vb2r_is_video_chrdev(file_inode(file))) {
 		*err = -ENOTTY;
 		return NULL;
 	}
 	vdev = video_devdata(file);
-	caps = vdev->device_caps;
-	if (vdev->vfl_type != VFL_TYPE_VIDEO ||
-	    !(caps & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE |
-		      V4L2_CAP_VIDEO_M2M | V4L2_CAP_VIDEO_M2M_MPLANE)) ||
-	    !(caps & V4L2_CAP_STREAMING) || !vdev->ioctl_ops || !vdev->fops ||
-	    !vdev->ioctl_ops->vidioc_qbuf || !vdev->ioctl_ops->vidioc_dqbuf) {
-		*err = -EINVAL;
-		return NULL;
-	}
-	if (!video_is_registered(vdev) || !try_module_get(vdev->fops->owner)) {
+	if (!vdev->fops || !video_is_registered(vdev) || !try_module_get(vdev->fops->owner)) {
 		*err = -ENODEV;
 		return NULL;
 	}
@@ -429,6 +417,18 @@ void vb2r_vdev_put(struct video_device *vdev)
 	module_put(owner);
 }
 
+void vb2r_vdev_info(struct video_device *vdev, struct vb2r_vdev_info *info)
+{
+	const struct v4l2_ioctl_ops *ops = vdev->ioctl_ops;
+
+	info->vfl_type = vdev->vfl_type;
+	info->vfl_video = VFL_TYPE_VIDEO;
+	info->device_caps = vdev->device_caps;
+	info->has_qbuf = ops && ops->vidioc_qbuf && ops->vidioc_dqbuf;
+	info->uses_fh = test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags);
+	info->registered = video_is_registered(vdev);
+}
+
 void vb2r_vdev_name(struct video_device *vdev, char *buf, size_t len)
 {
 	strscpy(buf, video_device_node_name(vdev), len);
@@ -446,44 +446,135 @@ void vb2r_vdev_driver(struct video_device *vdev, char *buf, size_t len)
 		strscpy(buf, "", len);
 }
 
+/* Unregistration of any node of the video class (class_interface.remove_dev). */
+static void vb2r_class_remove_dev(struct device *dev)
+{
+	vb2r_rs_vdev_removed(container_of(dev, struct video_device, dev));
+}
+
+static struct class_interface vb2r_class_intf = {
+	.remove_dev = vb2r_class_remove_dev,
+};
+static DEFINE_MUTEX(vb2r_class_mutex);
+static bool vb2r_class_registered;
+
+int vb2r_watch_class(struct video_device *vdev)
+{
+	int ret = 0;
+
+	mutex_lock(&vb2r_class_mutex);
+	if (!vb2r_class_registered) {
+		vb2r_class_intf.class = vdev->dev.class;
+		ret = class_interface_register(&vb2r_class_intf);
+		vb2r_class_registered = !ret;
+	}
+	mutex_unlock(&vb2r_class_mutex);
+	return ret;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Queues and buffers.
  */
+
+static struct v4l2_fh *vb2r_file_fh(struct file *file)
+{
+	struct video_device *vdev = video_devdata(file);
+
+	return test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags) ? file->private_data : NULL;
+}
+
+struct vb2_queue *vb2r_file_queue(struct file *file, u32 type, u32 *m2m)
+{
+	struct video_device *vdev = video_devdata(file);
+	struct v4l2_fh *fh = vb2r_file_fh(file);
+
+	/* The static inline accessors: no symbol dependency on v4l2-mem2mem.ko. */
+	if (fh && fh->m2m_ctx) {
+		*m2m = 1;
+		return V4L2_TYPE_IS_OUTPUT(type) ? v4l2_m2m_get_src_vq(fh->m2m_ctx) :
+						   v4l2_m2m_get_dst_vq(fh->m2m_ctx);
+	}
+	*m2m = 0;
+	if (vdev->queue && vdev->queue->type == type)
+		return vdev->queue;
+	return NULL;
+}
+
+struct vb2_queue *vb2r_file_release_queue(struct file *file, u32 *m2m)
+{
+	struct video_device *vdev = video_devdata(file);
+	struct v4l2_fh *fh = vb2r_file_fh(file);
+
+	if (fh && fh->m2m_ctx) {
+		*m2m = 1;
+		return v4l2_m2m_get_dst_vq(fh->m2m_ctx);
+	}
+	*m2m = 0;
+	if (vdev->queue && V4L2_TYPE_IS_CAPTURE(vdev->queue->type))
+		return vdev->queue;
+	return NULL;
+}
+
+u32 vb2r_queue_owner(struct vb2_queue *q, struct file *file)
+{
+	if (!q->owner)
+		return 0;
+	return q->owner == file->private_data ? 1 : 2;
+}
+
+u32 vb2r_queue_type(struct vb2_queue *q)
+{
+	return q->type;
+}
+
+u32 vb2r_queue_memory(struct vb2_queue *q)
+{
+	return q->memory;
+}
 
 u32 vb2r_queue_max_buffers(struct vb2_queue *q)
 {
 	return q->max_num_buffers;
 }
 
-static void vb2r_buffer_info(struct vb2_buffer *vb, u32 *index, u32 *state)
+u32 vb2r_vb_state(struct vb2_buffer *vb)
 {
-	*index = vb->index;
-	switch (vb->state) {
-	case VB2_BUF_STATE_DONE:
-		*state = VB2R_BUF_DONE;
-		break;
-	case VB2_BUF_STATE_ERROR:
-		*state = VB2R_BUF_ERROR;
-		break;
+	switch (READ_ONCE(vb->state)) {
+	case VB2_BUF_STATE_DEQUEUED:
+		return VB2R_BUF_DEQUEUED;
+	case VB2_BUF_STATE_IN_REQUEST:
+		return VB2R_BUF_IN_REQUEST;
+	case VB2_BUF_STATE_PREPARING:
+		return VB2R_BUF_PREPARING;
 	case VB2_BUF_STATE_QUEUED:
-		*state = VB2R_BUF_QUEUED;
-		break;
-	default:
-		*state = VB2R_BUF_OTHER;
-		break;
+		return VB2R_BUF_QUEUED;
+	case VB2_BUF_STATE_ACTIVE:
+		return VB2R_BUF_ACTIVE;
+	case VB2_BUF_STATE_DONE:
+		return VB2R_BUF_DONE;
+	case VB2_BUF_STATE_ERROR:
+		return VB2R_BUF_ERROR;
 	}
+	return VB2R_BUF_NONE;
+}
+
+u32 vb2r_buffer_state(struct vb2_queue *q, u32 index)
+{
+	struct vb2_buffer *vb = index < q->max_num_buffers ? vb2_get_buffer(q, index) : NULL;
+
+	return vb ? vb2r_vb_state(vb) : VB2R_BUF_NONE;
 }
 
 u32 vb2r_buffer_planes(struct vb2_queue *q, u32 index)
 {
-	struct vb2_buffer *vb = vb2_get_buffer(q, index);
+	struct vb2_buffer *vb = index < q->max_num_buffers ? vb2_get_buffer(q, index) : NULL;
 
 	return vb ? vb->num_planes : 0;
 }
 
 struct dma_buf *vb2r_buffer_imported_dmabuf(struct vb2_queue *q, u32 index, u32 plane)
 {
-	struct vb2_buffer *vb = vb2_get_buffer(q, index);
+	struct vb2_buffer *vb = index < q->max_num_buffers ? vb2_get_buffer(q, index) : NULL;
 	struct dma_buf *dbuf;
 
 	if (!vb || q->memory != VB2_MEMORY_DMABUF || plane >= vb->num_planes)
@@ -599,18 +690,69 @@ struct dma_fence *vb2r_fence_create(u64 context, u64 seqno, const char *timeline
 	return &f->base;
 }
 
-int vb2r_fence_attach(struct dma_buf *dmabuf, struct dma_fence *fence)
+/* Unlocks the first @n resvs of @bufs. */
+static void vb2r_resv_unlock_all(struct dma_buf *const *bufs, u32 n)
 {
+	while (n--)
+		dma_resv_unlock(bufs[n]->resv);
+}
+
+int vb2r_fence_publish(struct dma_buf *const *bufs, u32 n, struct dma_fence *fence)
+{
+	struct ww_acquire_ctx ctx;
+	int contended = -1;
+	u32 i;
 	int ret;
 
-	ret = dma_resv_lock(dmabuf->resv, NULL);
-	if (ret)
-		return ret;
-	ret = dma_resv_reserve_fences(dmabuf->resv, 1);
-	if (!ret)
-		dma_resv_add_fence(dmabuf->resv, fence, DMA_RESV_USAGE_WRITE);
-	dma_resv_unlock(dmabuf->resv);
+	/* One dma-buf per export (and per imported plane): a handful, bounded for the stack. */
+	if (n > 32)
+		return -EINVAL;
+	ww_acquire_init(&ctx, &reservation_ww_class);
+retry:
+	if (contended >= 0) {
+		/* Backed off: wait for the contended lock first, holding nothing. */
+		ret = dma_resv_lock_slow_interruptible(bufs[contended]->resv, &ctx);
+		if (ret)
+			goto fini;
+	}
+	for (i = 0; i < n; i++) {
+		if ((int)i == contended)
+			continue;
+		ret = dma_resv_lock_interruptible(bufs[i]->resv, &ctx);
+		if (!ret)
+			continue;
+		if (ret == -EALREADY)	/* the same dma-buf twice: the caller's bug */
+			ret = -EINVAL;
+		/* Drop everything we hold (the slow-locked one as well) and back off. */
+		if (contended >= 0 && contended > (int)i)
+			dma_resv_unlock(bufs[contended]->resv);
+		vb2r_resv_unlock_all(bufs, i);
+		if (ret == -EDEADLK) {
+			contended = i;
+			goto retry;
+		}
+		goto fini;
+	}
+	ww_acquire_done(&ctx);
+	/* Everything that can fail or allocate, on every resv, before the fence is visible. */
+	for (i = 0; i < n; i++) {
+		ret = dma_resv_reserve_fences(bufs[i]->resv, 1);
+		if (ret)
+			goto unlock;
+	}
+	for (i = 0; i < n; i++)
+		dma_resv_add_fence(bufs[i]->resv, fence, DMA_RESV_USAGE_WRITE);
+	ret = 0;
+unlock:
+	vb2r_resv_unlock_all(bufs, n);
+fini:
+	ww_acquire_fini(&ctx);
 	return ret;
+}
+
+bool vb2r_dmabuf_only_ours(struct dma_buf *dmabuf)
+{
+	return file_count(dmabuf->file) == 1;
 }
 
 void vb2r_fence_signal(struct dma_fence *fence, int error)
@@ -641,6 +783,11 @@ bool vb2r_fence_signaled(struct dma_fence *fence)
 u64 vb2r_ktime_ns(void)
 {
 	return ktime_get_ns();
+}
+
+void vb2r_sleep_ms(u32 ms)
+{
+	msleep(ms);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -682,7 +829,7 @@ static void vb2r_irq_event_run(struct irq_work *w)
 	struct vb2r_irq_event *e = container_of(w, struct vb2r_irq_event, work);
 
 	atomic_inc(in_hardirq() ? &vb2r_irq_hard : &vb2r_irq_not_hard);
-	vb2r_rs_buf_done(vb2r_ctx, e->q, e->index, e->state, e->event_ns);
+	vb2r_rs_buf_done(e->q, NULL, e->index, e->state, e->event_ns);
 	/* The slot's fields are not read after this. */
 	clear_bit_unlock(e - vb2r_irq_events, vb2r_irq_busy);
 }
@@ -707,28 +854,63 @@ static bool vb2r_irq_defer(struct vb2_queue *q, u32 index, u32 state, u64 event_
 	return false;
 }
 
+/*
+ * Test aid for fence.requeue-race: spin this long in the probe before handling the event, which
+ * widens the window in which the buffer is already on the done list (and can be dequeued and
+ * queued again on another CPU) while its event is not handled yet. 0 (default): off.
+ */
+static uint test_buf_done_delay_us;
+module_param(test_buf_done_delay_us, uint, 0644);
+MODULE_PARM_DESC(test_buf_done_delay_us, "test aid: busy-wait this many microseconds (at most 10000) in the vb2_buf_done probe before handling the event (default: 0)");
+
 static void vb2r_probe_buf_done(void *data, struct vb2_queue *q, struct vb2_buffer *vb)
 {
-	u32 index, state;
+	uint delay = READ_ONCE(test_buf_done_delay_us);
 
-	vb2r_buffer_info(vb, &index, &state);
+	if (delay)
+		udelay(min(delay, 10000U));
 	if (READ_ONCE(test_hardirq_signal) && !in_hardirq()) {
-		if (vb2r_irq_defer(q, index, state, ktime_get_ns()))
+		if (vb2r_irq_defer(q, vb->index, vb2r_vb_state(vb), ktime_get_ns()))
 			return;
 		atomic_inc(&vb2r_irq_in_place);
 	}
-	/* Handled now: whatever fence the buffer has is the one this event ends. */
-	vb2r_rs_buf_done(data, q, index, state, U64_MAX);
+	/* In place: Rust reads the buffer's current state under its fence lock. */
+	vb2r_rs_buf_done(q, vb, vb->index, vb2r_vb_state(vb), U64_MAX);
 }
 
-int vb2r_glue_init(void *rs_ctx)
+static DEFINE_MUTEX(vb2r_probe_mutex);
+static bool vb2r_probe_registered;
+
+void vb2r_glue_init(void)
 {
 	unsigned int i;
 
-	vb2r_ctx = rs_ctx;
 	for (i = 0; i < VB2R_IRQ_SLOTS; i++)
 		init_irq_work(&vb2r_irq_events[i].work, vb2r_irq_event_run);
-	return register_trace_vb2_buf_done(vb2r_probe_buf_done, rs_ctx);
+}
+
+int vb2r_probe_register(void)
+{
+	int ret = 0;
+
+	mutex_lock(&vb2r_probe_mutex);
+	if (!vb2r_probe_registered) {
+		ret = register_trace_vb2_buf_done(vb2r_probe_buf_done, NULL);
+		vb2r_probe_registered = !ret;
+	}
+	mutex_unlock(&vb2r_probe_mutex);
+	return ret;
+}
+
+void vb2r_probe_unregister(void)
+{
+	mutex_lock(&vb2r_probe_mutex);
+	if (vb2r_probe_registered) {
+		unregister_trace_vb2_buf_done(vb2r_probe_buf_done, NULL);
+		tracepoint_synchronize_unregister();
+		vb2r_probe_registered = false;
+	}
+	mutex_unlock(&vb2r_probe_mutex);
 }
 
 void vb2r_glue_exit(void)
@@ -737,8 +919,13 @@ void vb2r_glue_exit(void)
 	unsigned long waited = 0;
 	unsigned int i;
 
-	unregister_trace_vb2_buf_done(vb2r_probe_buf_done, vb2r_ctx);
-	tracepoint_synchronize_unregister();
+	/* Every node is detached: remove_dev finds nothing to do from here on. */
+	mutex_lock(&vb2r_class_mutex);
+	if (vb2r_class_registered)
+		class_interface_unregister(&vb2r_class_intf);
+	vb2r_class_registered = false;
+	mutex_unlock(&vb2r_class_mutex);
+	vb2r_probe_unregister();
 	/* No probe runs any more: wait for the events it handed to irq_works. */
 	for (i = 0; i < VB2R_IRQ_SLOTS; i++)
 		irq_work_sync(&vb2r_irq_events[i].work);
@@ -747,18 +934,24 @@ void vb2r_glue_exit(void)
 		pr_info("vb2_resv: test_hardirq_signal: %d buffer-done events handled in hard IRQ, %d in an irq_work outside it, %d in place (no free slot)\n",
 			atomic_read(&vb2r_irq_hard), atomic_read(&vb2r_irq_not_hard),
 			atomic_read(&vb2r_irq_in_place));
-	/* A task may have read our function pointer just before the tables were restored. */
+	/* 1. A task may have read one of our wrapper pointers just before the entries were restored. */
 	synchronize_rcu_tasks();
+	/* 2. The wrappers running now, including those asleep in a driver's DQBUF. */
 	while (!wait_event_timeout(vb2r_inflight_wq, atomic_read(&vb2r_inflight) == 0, 5 * HZ)) {
 		waited += 5;
 		pr_info("vb2_resv: unload waits for %d hooked ioctl(s) still running (%lu s)\n",
 			atomic_read(&vb2r_inflight), waited);
 	}
-	/* No wrapper runs and none can start (no table is installed): nothing reads the list. */
+	/* 3. A wrapper that dropped the counter may still be on its last instructions. */
+	synchronize_rcu_tasks();
+	/*
+	 * The tables stay: a task that read a table pointer before it was restored may be asleep
+	 * on the V4L2 serialization lock and read an entry (now the driver's own) at any time.
+	 */
 	mutex_lock(&vb2r_hooks_mutex);
 	list_for_each_entry_safe(h, tmp, &vb2r_hooks_list, list) {
 		list_del(&h->list);
-		kfree(h);
+		kmemleak_not_leak(h);
 	}
 	mutex_unlock(&vb2r_hooks_mutex);
 	/* Let call_rcu callbacks and RCU readers of our fences' ops finish before the text goes. */

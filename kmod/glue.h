@@ -56,18 +56,20 @@ const char *vb2r_param_attach(void);
  * Calls from the hooked ioctls into Rust.
  *
  * Every hooked V4L2 ioctl and the release file operation of an attached node call
- * vb2r_rs_pre() before the driver's original operation and vb2r_rs_post() after it (post is not
- * called when pre failed). They run in process context, in the ioctl of @file, with the V4L2
- * core's serialization lock for that ioctl held (vdev->lock, the m2m context's q_lock or the
- * queue's lock), exactly as the original operation does; RELEASE runs with no lock held.
+ * vb2r_rs_pre() before the driver's original operation and vb2r_rs_post() after it, always
+ * both: post learns from @ran whether the original ran (it does not when pre refused). They run
+ * in process context, in the ioctl of @file, with the V4L2 core's serialization lock for that
+ * ioctl held (vdev->lock, the m2m context's q_lock or the queue's lock), exactly as the original
+ * operation does; RELEASE runs with no lock held. Which queue a call is about, and whether the
+ * caller owns it, is decided in Rust from the accessors below.
  */
 enum vb2r_op {
 	VB2R_OP_REQBUFS = 1,
-	VB2R_OP_CREATE_BUFS,
 	VB2R_OP_REMOVE_BUFS,
 	VB2R_OP_QBUF,
 	VB2R_OP_DQBUF,
 	VB2R_OP_EXPBUF,
+	VB2R_OP_STREAMON,
 	VB2R_OP_STREAMOFF,
 	VB2R_OP_RELEASE,
 };
@@ -75,66 +77,99 @@ enum vb2r_op {
 /* What a hooked call is about, decoded from its argument by C. Plain data, shared with Rust. */
 struct vb2r_call {
 	u32 op;          /* enum vb2r_op */
-	u32 type;        /* the V4L2 buffer type (enum v4l2_buf_type) */
-	u32 index;       /* buffer index; the first index for CREATE_BUFS/REMOVE_BUFS */
-	u32 count;       /* REQBUFS/CREATE_BUFS/REMOVE_BUFS count */
-	u32 memory;      /* V4L2_MEMORY_* */
+	u32 type;        /* the V4L2 buffer type (enum v4l2_buf_type); RELEASE: 0 */
+	u32 index;       /* buffer index; the first index for REMOVE_BUFS */
+	u32 count;       /* REQBUFS/REMOVE_BUFS count (REQBUFS: as asked, before the call) */
+	u32 memory;      /* V4L2_MEMORY_* (REQBUFS, QBUF, DQBUF) */
 	u32 plane;       /* EXPBUF: the plane exported */
 	u32 flags;       /* QBUF/DQBUF: v4l2_buffer.flags (after the call for DQBUF) */
 	u32 nplanes;     /* QBUF with V4L2_MEMORY_DMABUF: entries in fds[] */
-	s32 fd;          /* EXPBUF (post): the new dma-buf fd */
+	s32 fd;          /* EXPBUF (after the call): the new dma-buf fd, or -1 */
 	s32 fds[VB2R_MAX_PLANES]; /* QBUF with V4L2_MEMORY_DMABUF: the fd of each plane */
-	struct vb2_queue *q;      /* the queue of @type that @file uses, or NULL */
 	struct file *file;
-	u32 owner;       /* RELEASE: 1 if closing @file releases q's buffers (it owns the queue) */
-	u32 rs_armed;    /* scratch for Rust between pre and post; zeroed by C */
+	/*
+	 * Set by Rust's pre: nonzero when fences were published in pre and the original QBUF is
+	 * on their signalling path; C then runs the original inside a
+	 * dma_fence_begin_signalling()/dma_fence_end_signalling() section (lockdep).
+	 */
+	u32 signalling;
+	/* Scratch for Rust between pre and post; zeroed by C. */
+	u32 rs_flags;
+	void *rs_queue;
 };
 
 /*
  * vb2r_rs_pre() - implemented in Rust. Returns 0 to let the original operation run, or a
- * negative errno to fail the ioctl with it (the original then does not run).
+ * negative errno to fail the ioctl with it (the original then does not run; RELEASE ignores it).
  */
 int vb2r_rs_pre(void *rs_node, struct vb2r_call *call);
 /*
- * vb2r_rs_post() - implemented in Rust. @ret is what the original returned (and what the ioctl
- * returns).
+ * vb2r_rs_post() - implemented in Rust, after every pre. @ran: whether the original ran; @ret:
+ * what the ioctl returns (the original's result, or pre's error).
  */
-void vb2r_rs_post(void *rs_node, struct vb2r_call *call, int ret);
+void vb2r_rs_post(void *rs_node, struct vb2r_call *call, bool ran, int ret);
 /*
- * vb2r_rs_buf_done() - implemented in Rust: buffer @index of @q was returned by its driver in
- * state @state (enum vb2r_buf_state) at @event_ns (ktime_get_ns(); U64_MAX when the event is
- * handled as it happens). @q is a lookup key only
- * and is never dereferenced (the queue may be gone when the event is handled late). A fence
- * armed after @event_ns is left alone.
+ * vb2r_rs_buf_done() - implemented in Rust: the vb2_buf_done event of buffer @index of @q.
+ * In place (@vb non-NULL): the probe runs synchronously with vb2_buffer_done(), so @vb is alive
+ * and vb2r_vb_state(@vb) gives the buffer's *current* state (it may have been dequeued and
+ * queued again since the driver returned it). Deferred (@vb NULL, test_hardirq_signal):
+ * @state is the state at the event and @event_ns when it happened; @q is a lookup key only and
+ * is never dereferenced (the queue may be gone when the event is handled late).
  * Context: ANY (hard IRQ for hantro, a workqueue for its watchdog, process context for the
- * virtual drivers, an irq_work in hard IRQ with test_hardirq_signal); must not sleep. @rs_ctx is
- * the pointer given to vb2r_glue_init().
+ * virtual drivers, an irq_work in hard IRQ with test_hardirq_signal); must not sleep.
  */
-void vb2r_rs_buf_done(void *rs_ctx, struct vb2_queue *q, u32 index, u32 state, u64 event_ns);
+void vb2r_rs_buf_done(struct vb2_queue *q, struct vb2_buffer *vb, u32 index, u32 state,
+		      u64 event_ns);
+/*
+ * vb2r_rs_vdev_removed() - implemented in Rust: @vdev is being unregistered (its driver is
+ * unbinding, or the driver removes the node). Called from device_del() through the class
+ * interface (vb2r_watch_class()), with the class's mutex held, before vb2 releases a
+ * vdev->queue (vb2_video_unregister_device()). Context: process.
+ */
+void vb2r_rs_vdev_removed(struct video_device *vdev);
 
 /* ---------------------------------------------------------------------------------------------
  * Module-wide registration.
  */
 
 /*
- * vb2r_glue_init() - register the vb2_buf_done tracepoint probe with @rs_ctx as its data. The
- * probe reads the buffer's index and state and calls vb2r_rs_buf_done() in place; with the
- * test_hardirq_signal parameter set it hands the event to an irq_work (hard IRQ) instead (a test
- * aid: none of the virtual drivers returns buffers in hard IRQ as hantro does), or handles it
- * in place when all of its 64 event slots are busy.
- * Context: process (module init). Returns 0 or a negative errno.
+ * vb2r_glue_init() - set up the test_hardirq_signal irq_works. Context: process (module init).
  */
-int vb2r_glue_init(void *rs_ctx);
+void vb2r_glue_init(void);
 
 /*
- * vb2r_glue_exit() - unregister the probe and wait until no probe call is running
- * (tracepoint_synchronize_unregister()), then wait until no task can still be inside, or about
- * to enter, a hook wrapper: an RCU-tasks grace period covers a task that loaded our function
- * pointer from a table just before it was restored, and the in-flight counter covers the
- * wrappers already running (a blocked DQBUF keeps this waiting until it returns; a line is
- * logged every 5 s while it waits).
- * Pending test_hardirq_signal irq_works are waited for (irq_work_sync()) before it returns.
- * Context: process (module exit), after every hook was removed with vb2r_hooks_remove().
+ * vb2r_probe_register() / vb2r_probe_unregister() - register the vb2_buf_done tracepoint probe
+ * (while at least one node is attached), or unregister it and wait until no probe call is
+ * running (tracepoint_synchronize_unregister()). The probe reads the buffer's index and state
+ * and calls vb2r_rs_buf_done() in place; with the test_hardirq_signal parameter set it hands the
+ * event to an irq_work (hard IRQ) instead (a test aid: none of the virtual drivers returns
+ * buffers in hard IRQ as hantro does), or handles it in place when all of its 64 event slots are
+ * busy. Context: process. Register returns 0 or a negative errno.
+ */
+int vb2r_probe_register(void);
+void vb2r_probe_unregister(void);
+
+/*
+ * vb2r_watch_class() - make sure vb2r_rs_vdev_removed() is called when a V4L2 node (any device
+ * of @vdev's class, the V4L2 core's video class) is unregistered: a class interface, registered
+ * once. Must not be called with a lock that vb2r_rs_vdev_removed() takes.
+ * Context: process. Returns 0 or a negative errno.
+ */
+int vb2r_watch_class(struct video_device *vdev);
+
+/*
+ * vb2r_glue_exit() - at module exit, after every node was detached: unregister the class
+ * interface and the probe (if still registered), then wait until no task can still be inside,
+ * or about to enter, a hook wrapper:
+ *  1. an RCU-tasks grace period: a task that loaded one of our wrapper pointers from a table
+ *     just before its entries were restored is now inside the wrapper (and counted) or gone;
+ *  2. the in-flight counter of the wrappers reaches zero (a blocked DQBUF keeps this waiting
+ *     until it returns; a line is logged every 5 s while it waits);
+ *  3. a second RCU-tasks grace period: a wrapper that has decremented the counter has also run
+ *     its last instructions (no voluntary sleep is possible in between).
+ * Tables are never freed (see vb2r_hooks_remove()). Pending test_hardirq_signal irq_works are
+ * waited for (irq_work_sync()).
+ * Context: process (module exit).
  */
 void vb2r_glue_exit(void);
 
@@ -142,15 +177,25 @@ void vb2r_glue_exit(void);
  * Nodes: finding, pinning and hooking a video_device.
  */
 
+/* What Rust needs to decide whether a node can be attached (vb2r_vdev_info()). */
+struct vb2r_vdev_info {
+	u32 vfl_type;     /* VFL_TYPE_* */
+	u32 vfl_video;    /* VFL_TYPE_VIDEO */
+	u32 device_caps;  /* V4L2_CAP_* */
+	u32 has_qbuf;     /* the driver has vidioc_qbuf and vidioc_dqbuf */
+	u32 uses_fh;      /* V4L2_FL_USES_V4L2_FH */
+	u32 registered;   /* video_is_registered() */
+};
+
 /*
  * vb2r_vdev_get_from_fd() / vb2r_vdev_get_from_path() - the video_device behind a V4L2 fd or
- * a device node path, pinned: its driver module cannot be unloaded and the struct stays
- * allocated until vb2r_vdev_put().
+ * a device node path, pinned: its driver module cannot be unloaded and the struct (with the
+ * v4l2_device it holds a reference on) stays allocated until vb2r_vdev_put().
  * The path is checked to be a V4L2 character device (major 81) before it is opened, so that
- * naming another device never runs that device's open().
- * Refuses with -EBADF (bad fd), -ENOENT (no such path), -ENOTTY (not a V4L2 node), -EINVAL
- * (a V4L2 node that is not a video capture or mem2mem node driven by videobuf2 ioctls) or
- * -ENODEV (the driver is going away). On error returns NULL and sets *err.
+ * naming another device never runs that device's open(). Whether the node can be attached is
+ * Rust's decision (vb2r_vdev_info()).
+ * Refuses with -EBADF (bad fd), -ENOENT (no such path), -ENOTTY (not a V4L2 node) or -ENODEV
+ * (the driver is going away). On error returns NULL and sets *err.
  * Context: process.
  */
 struct video_device *vb2r_vdev_get_from_fd(int fd, int *err);
@@ -163,29 +208,38 @@ struct video_device *vb2r_vdev_get_from_path(const char *path, int *err);
 void vb2r_vdev_put(struct video_device *vdev);
 
 /*
+ * vb2r_vdev_info() - the facts of @vdev that decide whether it can be attached.
  * vb2r_vdev_name() - the node name ("video3") into @buf (NUL-terminated, truncated to @len).
  * vb2r_vdev_driver() - the name of the driver bound to the node's parent device (what
  * VIDIOC_QUERYCAP reports for the drivers we know), or the owning module's name.
  * Context: any; @vdev pinned.
  */
+void vb2r_vdev_info(struct video_device *vdev, struct vb2r_vdev_info *info);
 void vb2r_vdev_name(struct video_device *vdev, char *buf, size_t len);
 void vb2r_vdev_driver(struct video_device *vdev, char *buf, size_t len);
 
 /*
  * vb2r_hooks_get() - the hook tables for @vdev: copies of its v4l2_file_operations and
- * v4l2_ioctl_ops in which release, reqbufs, create_bufs, remove_bufs, qbuf, dqbuf, expbuf and
+ * v4l2_ioctl_ops in which release, reqbufs, remove_bufs, qbuf, dqbuf, expbuf, streamon and
  * streamoff (those the driver has) are replaced by wrappers that call vb2r_rs_pre/post() with
  * @rs_node around the original. Entries the driver leaves NULL stay NULL, so the node's
- * valid_ioctls (computed at registration) still match. Reuses the tables already made for
- * @vdev, refreshing their copy of the original operations. Tables live until vb2r_glue_exit().
+ * valid_ioctls (computed at registration) still match. The tables made earlier for @vdev are
+ * reused when the driver's tables are still the same (their wrapper entries are written back
+ * one by one with WRITE_ONCE(): a task may still hold a pointer to them, see
+ * vb2r_hooks_remove()); otherwise new ones are made.
  * Context: process. Returns NULL on -ENOMEM.
  */
 struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node);
 
 /*
  * vb2r_hooks_install() / vb2r_hooks_remove() - point @vdev at our tables, or back at the
- * driver's. The V4L2 core reads these pointers on every call, so the switch takes effect for
- * the next ioctl; a call already past that read finishes with the table it read.
+ * driver's. The V4L2 core reads vdev->ioctl_ops once per ioctl, *before* it may sleep on the
+ * serialization lock, and calls through the table it read afterwards. So remove also writes
+ * the driver's original operation back into every wrapped entry of our tables (WRITE_ONCE()):
+ * a task that read our table before the switch and wakes up after it calls the driver's
+ * operation, not ours. Tables that were ever installed are never freed, not even at module
+ * exit (kmemleak is told): such a task may read them at any later time. About 1.5 KiB per
+ * attached node and module load.
  * Context: process; serialized by the caller.
  */
 void vb2r_hooks_install(struct vb2r_hooks *h);
@@ -196,23 +250,51 @@ void vb2r_hooks_remove(struct vb2r_hooks *h);
  */
 
 /*
- * vb2r_queue_max_buffers() - q->max_num_buffers: the bound on buffer indices.
- * Context: any; @q alive.
+ * vb2r_file_queue() - the vb2 queue a call on @file with buffer type @type addresses, as the V4L2
+ * helpers find it: the m2m context's queue of that direction when @file has one (@m2m set to 1),
+ * else the node's vdev->queue when its type is @type (@m2m 0), else NULL.
+ * vb2r_file_release_queue() - the CAPTURE queue that closing @file may release: its m2m context's
+ * CAPTURE queue, or the node's vdev->queue if that is a capture queue; NULL otherwise.
+ * Context: process, in a call on @file.
  */
+struct vb2_queue *vb2r_file_queue(struct file *file, u32 type, u32 *m2m);
+struct vb2_queue *vb2r_file_release_queue(struct file *file, u32 *m2m);
+
+/*
+ * vb2r_queue_owner() - whether the owner of @q is @file (1), nobody (0), or another file (2):
+ * vb2_queue_is_busy() is "2". Meaningful for a vdev->queue; an m2m context's queues belong to
+ * the file of the context.
+ * vb2r_queue_type(), vb2r_queue_memory() - q->type and q->memory (VB2_MEMORY_* equals
+ * V4L2_MEMORY_*; 0 when no buffers are allocated).
+ * vb2r_queue_max_buffers() - q->max_num_buffers: the bound on buffer indices.
+ * Context: process, with the queue's lock held (an ioctl of the queue).
+ */
+u32 vb2r_queue_owner(struct vb2_queue *q, struct file *file);
+u32 vb2r_queue_type(struct vb2_queue *q);
+u32 vb2r_queue_memory(struct vb2_queue *q);
 u32 vb2r_queue_max_buffers(struct vb2_queue *q);
 
-/* Buffer states as vb2r_buffer_state() reports them. */
+/* Buffer states (enum vb2_buffer_state, mapped one to one), VB2R_BUF_NONE when there is none. */
 enum vb2r_buf_state {
-	VB2R_BUF_DONE = 0,    /* the driver returned it with data */
-	VB2R_BUF_ERROR = 1,   /* the driver returned it with V4L2_BUF_FLAG_ERROR */
-	VB2R_BUF_QUEUED = 2,  /* returned to the queued state (start_streaming failed) */
-	VB2R_BUF_OTHER = 3,
+	VB2R_BUF_DEQUEUED = 0,
+	VB2R_BUF_IN_REQUEST = 1,
+	VB2R_BUF_PREPARING = 2,
+	VB2R_BUF_QUEUED = 3,
+	VB2R_BUF_ACTIVE = 4,
+	VB2R_BUF_DONE = 5,
+	VB2R_BUF_ERROR = 6,
+	VB2R_BUF_NONE = 7,
 };
 
 /*
+ * vb2r_vb_state() - @vb's current state. Context: any; @vb alive (the buf_done probe).
+ * vb2r_buffer_state() - the state of buffer @index of @q, VB2R_BUF_NONE if there is none.
  * vb2r_buffer_planes() - the number of planes of buffer @index of @q, or 0 if there is none.
- * Context: process, with the queue's lock held (an ioctl of the queue).
+ * Context: process, with the queue's lock held; or, for vb2r_buffer_state(), with no call that
+ * can allocate or free buffers running on the queue (vb2r_rs_vdev_removed()).
  */
+u32 vb2r_vb_state(struct vb2_buffer *vb);
+u32 vb2r_buffer_state(struct vb2_queue *q, u32 index);
 u32 vb2r_buffer_planes(struct vb2_queue *q, u32 index);
 
 /*
@@ -256,13 +338,24 @@ u64 vb2r_fence_context(void);
 struct dma_fence *vb2r_fence_create(u64 context, u64 seqno, const char *timeline);
 
 /*
- * vb2r_fence_attach() - add @fence to @dmabuf's reservation object with DMA_RESV_USAGE_WRITE:
- * takes the resv lock, reserves a slot and adds the fence in one locked section (a fence of the
- * same context already there is replaced, as dma_resv_add_fence() does).
- * Context: process, may sleep on the resv lock; the caller may hold the V4L2 queue lock (vb2
- * itself takes resv locks under it when it maps imported buffers). Returns 0 or -ENOMEM / -EINTR.
+ * vb2r_fence_publish() - add @fence with DMA_RESV_USAGE_WRITE to the reservation objects of
+ * the @n distinct dma-bufs in @bufs, all or none: every resv is locked under one ww_acquire_ctx
+ * (interruptible; -EDEADLK backs off and retries), a slot is reserved on every one, and only then
+ * is the fence added to each (a fence of the same context already there is replaced, as
+ * dma_resv_add_fence() does), so nothing can fail or allocate once the fence is visible.
+ * Context: process, may sleep on the resv locks; the caller may hold the V4L2 queue lock (vb2
+ * itself takes resv locks under it when it maps imported buffers). Returns 0, -ENOMEM, -EINTR
+ * or -ERESTARTSYS (a signal while waiting for a lock), -EINVAL (more than 32 dma-bufs, or the
+ * same one twice).
  */
-int vb2r_fence_attach(struct dma_buf *dmabuf, struct dma_fence *fence);
+int vb2r_fence_publish(struct dma_buf *const *bufs, u32 n, struct dma_fence *fence);
+
+/*
+ * vb2r_dmabuf_only_ours() - whether the reference we hold is the only one left on @dmabuf:
+ * the client closed its fd and nothing else (an mmap, an importer) keeps the buffer, so nobody
+ * can see a fence on it any more. Context: any.
+ */
+bool vb2r_dmabuf_only_ours(struct dma_buf *dmabuf);
 
 /*
  * vb2r_fence_signal() - set @error (0, -EIO, -ECANCELED, ...) and signal @fence, inside a
@@ -283,8 +376,10 @@ bool vb2r_fence_signaled(struct dma_fence *fence);
 
 /*
  * vb2r_ktime_ns() - ktime_get_ns(). Context: any.
+ * vb2r_sleep_ms() - msleep(@ms). Context: process.
  */
 u64 vb2r_ktime_ns(void);
+void vb2r_sleep_ms(u32 ms);
 
 /* ---------------------------------------------------------------------------------------------
  * 6.12 only (kmod/glue_612.c, linked by Kbuild for 6.12; kmod/k612.rs wraps these). 6.12's

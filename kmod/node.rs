@@ -5,7 +5,7 @@
 
 use crate::ffi::Name;
 use crate::queue::Outcome;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 #[cfg(vb2r_k612)]
 use kernel::fmt;
 use kernel::prelude::*;
@@ -54,12 +54,23 @@ pub(crate) struct Node {
     pub(crate) name: Name,
     pub(crate) driver: Name,
     pub(crate) attached: AtomicBool,
+    /// The node was unregistered (its driver unbound): nothing is armed on it any more.
+    pub(crate) unregistered: AtomicBool,
+    /// Hooked calls running on the node that can hand buffers to the driver or allocate and
+    /// free them (every hooked call but DQBUF, which may sleep as long as the stream lasts):
+    /// unregistration waits for them.
+    pub(crate) busy_calls: AtomicU32,
     pub(crate) counters: Counters,
 }
 
 impl Node {
     pub(crate) fn is_attached(&self) -> bool {
         self.attached.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Attached, and its device still registered: new fences may be armed.
+    pub(crate) fn is_live(&self) -> bool {
+        self.is_attached() && !self.unregistered.load(core::sync::atomic::Ordering::Acquire)
     }
 
     /// The timeline name of buffer `index` of queue `queue`: the node, the queue and the buffer,
@@ -81,10 +92,10 @@ impl Node {
             "node {:?} driver {:?} {}",
             crate::Bytes(self.name.bytes()),
             crate::Bytes(self.driver.bytes()),
-            if self.is_attached() {
-                "attached"
-            } else {
-                "detached"
+            match (self.is_attached(), self.unregistered.load(Relaxed)) {
+                (true, false) => "attached",
+                (true, true) => "attached (device unregistered)",
+                (false, _) => "detached",
             }
         )?;
         writeln!(f, "fences attached: {}", c.attached.load(Relaxed))?;

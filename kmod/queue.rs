@@ -11,8 +11,11 @@
 //! No fence is signaled and no dma-buf reference dropped with `fences` held: the fence is taken
 //! out under the lock and signaled after it (fence callbacks run from the signal).
 
-use crate::ffi::{self, DmaBuf, Fence, Vb2Queue};
+use crate::ffi::{self, DmaBuf, Fence, Vb2Buffer, Vb2Queue};
 use crate::node::Node;
+pub(crate) use crate::policy::Outcome;
+use crate::policy::{self, BufState};
+use kernel::str::CString;
 use core::ffi::c_int;
 use kernel::prelude::*;
 use kernel::sync::{new_mutex, Arc, Mutex};
@@ -22,37 +25,13 @@ use crate::k612::{new_spinlock_irq, KVecExt, SpinLockIrq};
 #[cfg(not(vb2r_k612))]
 use kernel::sync::{new_spinlock_irq, SpinLockIrq};
 
-/// How a fence ended, for the counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Ok,
-    Eio,
-    Ecanceled,
-}
-
 impl Outcome {
+    /// The error a fence is signaled with (0 for none).
     pub(crate) fn errno(self) -> c_int {
         match self {
             Outcome::Ok => 0,
             Outcome::Eio => -(kernel::bindings::EIO as c_int),
             Outcome::Ecanceled => -(kernel::bindings::ECANCELED as c_int),
-        }
-    }
-
-    /// What a fence signals with when the driver returns its buffer in `state`
-    /// (`ffi::buf_state`), or when the queue is being cancelled.
-    pub(crate) fn for_done(state: u32, cancelling: bool) -> Outcome {
-        if cancelling {
-            // STREAMOFF, REQBUFS(0), close or detach: vb2 returns them as ERROR; they were
-            // cancelled, not failed.
-            return Outcome::Ecanceled;
-        }
-        match state {
-            ffi::buf_state::DONE => Outcome::Ok,
-            ffi::buf_state::ERROR => Outcome::Eio,
-            // start_streaming() failed and handed the buffer back as queued: nothing was written.
-            ffi::buf_state::QUEUED => Outcome::Ecanceled,
-            _ => Outcome::Eio,
         }
     }
 }
@@ -64,6 +43,19 @@ struct FenceSlot {
     armed_ns: u64,
     /// How the last fence of this buffer ended, for debugfs.
     last: Option<Outcome>,
+}
+
+impl FenceSlot {
+    /// Takes the pending fence out (under the fence lock) with its arming time, recording how
+    /// it ends; `None` when there is none or it is already signaled.
+    fn take(&mut self, outcome: Outcome) -> Option<(Fence, u64)> {
+        let f = self.fence.take()?;
+        if f.is_signaled() {
+            return None;
+        }
+        self.last = Some(outcome);
+        Some((f, self.armed_ns))
+    }
 }
 
 impl Drop for FenceSlot {
@@ -94,8 +86,44 @@ struct BufInfo {
     /// must signal in seqno order (drm_sched keeps only the latest per context).
     context: u64,
     seqno: u64,
-    /// Every dma-buf VIDIOC_EXPBUF made of this buffer since the module saw it, referenced.
+    /// The fences' timeline name, formatted once (`video3:q0:cap2`).
+    timeline: Option<CString>,
+    /// The dma-bufs VIDIOC_EXPBUF made of this buffer that someone besides us still holds.
     exports: KVec<DmaBuf>,
+}
+
+impl BufInfo {
+    /// The next fence of this buffer's timeline (process context: allocates).
+    fn next_fence(&mut self, node: &Node, queue: u32, index: u32) -> Result<Fence> {
+        if self.context == 0 {
+            self.context = ffi::fence_context();
+        }
+        if self.timeline.is_none() {
+            self.timeline = Some(node.timeline_name(queue, index)?);
+        }
+        let name = self.timeline.as_deref().ok_or(EINVAL)?;
+        let fence = Fence::new(self.context, self.seqno + 1, name)?;
+        self.seqno += 1;
+        Ok(fence)
+    }
+
+    /// Drops the exports nobody but us holds any more (their fd closed, no mmap, no importer):
+    /// a fence on them would be seen by no one, and keeping them would keep the memory.
+    fn prune_exports(&mut self) {
+        self.exports.retain(|d| !d.only_ours());
+    }
+}
+
+/// The dma-bufs of `exports` and `imported`, each once (planes of one imported buffer may
+/// share a dma-buf: one resv, one add).
+fn distinct<'a>(exports: &'a [DmaBuf], imported: &'a [DmaBuf]) -> Result<KVec<&'a DmaBuf>> {
+    let mut out = KVec::with_capacity(exports.len() + imported.len(), GFP_KERNEL)?;
+    for d in Iterator::chain(exports.iter(), imported.iter()) {
+        if !out.iter().any(|t: &&DmaBuf| t.same(d)) {
+            out.push(d, GFP_KERNEL)?;
+        }
+    }
+    Ok(out)
 }
 
 /// One CAPTURE `vb2_queue` of an attached node.
@@ -107,6 +135,8 @@ pub(crate) struct Queue {
     /// A small number for debugfs (kernel addresses are not shown).
     pub(crate) id: u32,
     pub(crate) type_: u32,
+    /// The queue of an m2m context (its life is the file's), not the node's own.
+    pub(crate) m2m: bool,
     #[pin]
     bufs: Mutex<KVec<BufInfo>>,
     #[pin]
@@ -114,13 +144,20 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new(q: *mut Vb2Queue, node: Arc<Node>, id: u32, type_: u32) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        q: *mut Vb2Queue,
+        node: Arc<Node>,
+        id: u32,
+        type_: u32,
+        m2m: bool,
+    ) -> Result<Arc<Self>> {
         Arc::pin_init(
             pin_init!(Queue {
                 q: q as usize,
                 node,
                 id,
                 type_,
+                m2m,
                 bufs <- new_mutex!(KVec::new()),
                 fences <- new_spinlock_irq!(Fences { cancelling: false, dead: false, slots: KVec::new() }),
             }),
@@ -132,14 +169,16 @@ impl Queue {
         self.q as *mut Vb2Queue
     }
 
-    /// Grows both tables to hold `n` buffers (process context, `bufs` held by the caller).
+    /// Grows both tables to hold buffer `index` (process context, `bufs` held by the caller).
     /// Indices at or above the queue's `max_num_buffers` are refused with -EINVAL, as vb2
     /// refuses them, before anything is allocated for them.
-    fn ensure(&self, bufs: &mut KVec<BufInfo>, n: usize) -> Result {
+    fn ensure(&self, bufs: &mut KVec<BufInfo>, index: u32) -> Result {
         // SAFETY: called from an ioctl of this queue (glue.h contract), so `q` is alive.
-        if n > unsafe { ffi::vb2r_queue_max_buffers(self.raw()) } as usize {
+        if index >= unsafe { ffi::vb2r_queue_max_buffers(self.raw()) } {
             return Err(EINVAL);
         }
+        // Below max_num_buffers (at most 32768 in vb2), so `+ 1` cannot overflow.
+        let n = index as usize + 1;
         while bufs.len() < n {
             bufs.push(BufInfo::default(), GFP_KERNEL)?;
         }
@@ -170,87 +209,72 @@ impl Queue {
     }
 
     /// Arms a WRITE fence for buffer `index` on every dma-buf that backs it: the exports this
-    /// module saw, and `imported` (the DMABUF fds of this QBUF). Process context, in QBUF before
-    /// the driver sees the buffer. Returns whether a fence was armed.
+    /// module saw that someone still holds, and `imported` (the DMABUF fds of this QBUF).
+    /// Process context, in QBUF before the driver sees the buffer, after the caller checked
+    /// that vb2 will take the buffer. Everything that can fail or allocate happens before the
+    /// fence is published (`ffi::publish()`). Returns whether a fence was published.
     pub(crate) fn arm(&self, index: u32, imported: &[DmaBuf]) -> Result<bool> {
         let i = index as usize;
         let mut bufs = self.bufs.lock();
-        self.ensure(&mut bufs, i + 1)?;
+        self.ensure(&mut bufs, index)?;
         {
             let g = self.fences.lock();
             if g.dead {
                 return Ok(false);
             }
-            if let Some(f) = &g.slots[i].fence {
-                if !f.is_signaled() {
-                    // Still owned by the hardware: this QBUF will fail (-EINVAL from vb2).
-                    return Ok(false);
-                }
+            if g.slots[i].fence.as_ref().is_some_and(|f| !f.is_signaled()) {
+                // Cannot happen for a dequeued buffer (its fence ended at DQBUF at the latest).
+                return Ok(false);
             }
         }
         let b = &mut bufs[i];
-        if b.context == 0 {
-            b.context = ffi::fence_context();
+        b.prune_exports();
+        if b.exports.is_empty() && imported.is_empty() {
+            return Ok(false);
         }
-        b.seqno += 1;
-        let name = self.node.timeline_name(self.id, index)?;
-        let fence = Fence::new(b.context, b.seqno, &name)?;
+        let fence = b.next_fence(&self.node, self.id, index)?;
+        let targets = distinct(&b.exports, imported)?;
         let slot_ref = Fence::new_ref(&fence);
-        {
+        ffi::publish(&targets, &fence)?;
+        // Published: from here on nothing may fail. The buffer is not queued yet, so no
+        // buf_done can look for this fence before it is in its slot.
+        let now = ffi::now_ns();
+        let stored = {
             let mut g = self.fences.lock();
             if g.dead {
-                drop(g);
-                fence.signal(Outcome::Ecanceled.errno());
-                return Ok(false);
+                None
+            } else {
+                g.slots[i].armed_ns = now;
+                Some(g.slots[i].fence.replace(slot_ref))
             }
-            let old = g.slots[i].fence.replace(slot_ref);
-            g.slots[i].armed_ns = ffi::now_ns();
-            drop(g);
-            drop(old);
-        }
+        };
         self.node.counters.armed();
-        let mut result = Ok(true);
-        for d in Iterator::chain(b.exports.iter(), imported.iter()) {
-            if let Err(e) = d.add_write_fence(&fence) {
-                result = Err(e);
-                break;
-            }
-        }
-        if result.is_err() {
-            // The QBUF fails with this error: take the fence back and cancel it.
-            self.finish(index, Outcome::Ecanceled);
-        }
-        result
+        let Some(old) = stored else {
+            // Detached meanwhile: nothing will signal it, so end it now (no hardware saw it).
+            fence.signal(Outcome::Ecanceled.errno());
+            self.node.counters.signaled(Outcome::Ecanceled, 0);
+            return Ok(false);
+        };
+        drop(old);
+        Ok(true)
     }
 
     /// Signals buffer `index`'s pending fence with `outcome`, if it has one. Any context.
     /// Returns whether there was one.
     pub(crate) fn finish(&self, index: u32, outcome: Outcome) -> bool {
-        self.finish_armed_before(index, outcome, u64::MAX)
+        let taken = {
+            let mut g = self.fences.lock();
+            g.slots.get_mut(index as usize).and_then(|s| s.take(outcome))
+        };
+        self.end(taken, outcome)
     }
 
-    /// [`Self::finish`], but only for a fence armed before `event_ns` (`ffi::now_ns()` time):
-    /// an event handled late (see `buf_done`) must not end a fence armed after it happened.
-    fn finish_armed_before(&self, index: u32, outcome: Outcome, event_ns: u64) -> bool {
-        let (fence, armed_ns) = {
-            let mut g = self.fences.lock();
-            match g.slots.get_mut(index as usize) {
-                Some(s) if s.armed_ns > event_ns => (None, 0),
-                Some(s) => {
-                    if s.fence.as_ref().is_some_and(|f| !f.is_signaled()) {
-                        s.last = Some(outcome);
-                    }
-                    (s.fence.take(), s.armed_ns)
-                }
-                None => (None, 0),
-            }
-        };
-        let Some(fence) = fence else {
+    /// Signals a fence [`FenceSlot::take`] took out (outside the fence lock: fence callbacks run
+    /// from the signal) and counts it.
+    fn end(&self, taken: Option<(Fence, u64)>, outcome: Outcome) -> bool {
+        let Some((fence, armed_ns)) = taken else {
             return false;
         };
-        if fence.is_signaled() {
-            return false;
-        }
         fence.signal(outcome.errno());
         self.node
             .counters
@@ -258,13 +282,53 @@ impl Queue {
         true
     }
 
-    /// The vb2_buf_done probe for this queue (any context). `event_ns` is `u64::MAX` when the
-    /// probe handles the event as it happens; when glue.c hands it to an irq_work
-    /// (`test_hardirq_signal`) it is when the driver returned the buffer, which by then may have
-    /// been dequeued and queued again with a new fence, which this event must leave alone.
-    pub(crate) fn buf_done(&self, index: u32, state: u32, event_ns: u64) {
-        let cancelling = self.fences.lock().cancelling;
-        self.finish_armed_before(index, Outcome::for_done(state, cancelling), event_ns);
+    /// The vb2_buf_done event of buffer `index` (any context).
+    ///
+    /// In place (`vb` is the buffer, alive for the probe): the buffer's *current* state decides,
+    /// read under the fence lock, which every arming also takes: vb2 publishes the buffer on
+    /// its done list before the tracepoint fires, so it may already have been dequeued (its
+    /// fence ended at DQBUF) and queued again with a new fence, and then it is no longer DONE
+    /// or ERROR and the event ends nothing ([`policy::done_outcome`]).
+    ///
+    /// Deferred (`vb` is `None`: glue.c handed the event to an irq_work, `test_hardirq_signal`):
+    /// the buffer may be gone, so the state at the event (`state`) decides, and a fence armed
+    /// after the event (`event_ns`) is left alone.
+    pub(crate) fn buf_done(&self, vb: Option<*mut Vb2Buffer>, index: u32, state: u32, event_ns: u64) {
+        let (taken, outcome) = {
+            let mut g = self.fences.lock();
+            let now = match vb {
+                // SAFETY: the probe runs synchronously with vb2_buffer_done(), so the buffer is
+                // alive (glue.h contract of vb2r_rs_buf_done()).
+                Some(vb) => BufState::from_raw(unsafe { ffi::vb2r_vb_state(vb) }),
+                None => BufState::from_raw(state),
+            };
+            let Some(outcome) = policy::done_outcome(now, g.cancelling) else {
+                return;
+            };
+            let taken = match g.slots.get_mut(index as usize) {
+                Some(s) if vb.is_some() || s.armed_ns <= event_ns => s.take(outcome),
+                _ => None,
+            };
+            (taken, outcome)
+        };
+        self.end(taken, outcome);
+    }
+
+    /// Signals with -ECANCELED the pending fences of buffers the driver does not hold: the
+    /// node is being unregistered, so no ioctl can hand them to it any more (process context,
+    /// with no call that allocates or frees buffers running on the queue). Returns how many.
+    pub(crate) fn cancel_not_active(&self) -> u32 {
+        let n = self.fences.lock().slots.len();
+        let mut count = 0;
+        for i in 0..n as u32 {
+            // SAFETY: the queue is alive (its node is pinned) and, by the caller's contract, no
+            // call that allocates or frees its buffers is running.
+            let st = BufState::from_raw(unsafe { ffi::vb2r_buffer_state(self.raw(), i) });
+            if st != BufState::Active && self.finish(i, Outcome::Ecanceled) {
+                count += 1;
+            }
+        }
+        count
     }
 
     /// Signals every pending fence with -ECANCELED (process context). Returns how many.
@@ -320,7 +384,7 @@ impl Queue {
     pub(crate) fn add_export(&self, index: u32, d: DmaBuf) -> Result {
         let i = index as usize;
         let mut bufs = self.bufs.lock();
-        self.ensure(&mut bufs, i + 1)?;
+        self.ensure(&mut bufs, index)?;
         let pending = {
             let g = self.fences.lock();
             g.slots[i]
@@ -329,11 +393,23 @@ impl Queue {
                 .filter(|f| !f.is_signaled())
                 .map(Fence::new_ref)
         };
+        bufs[i].prune_exports();
+        bufs[i].exports.reserve(1, GFP_KERNEL)?;
         if let Some(f) = pending {
-            d.add_write_fence(&f)?;
+            ffi::publish(&[&d], &f)?;
         }
-        bufs[i].exports.push(d, GFP_KERNEL)?;
+        // Reserved above: cannot fail.
+        let _ = bufs[i].exports.push_within_capacity(d);
         Ok(())
+    }
+
+    /// Drops the exports of buffer `index` that nobody but us holds any more (process context):
+    /// after DQBUF, so that an export whose fd the client closed is released in every mode, as
+    /// it would be without the module.
+    pub(crate) fn prune(&self, index: u32) {
+        if let Some(b) = self.bufs.lock().get_mut(index as usize) {
+            b.prune_exports();
+        }
     }
 
     /// Mode `dqbuf`: a fence attached at DQBUF, already signaled (process context, after the
@@ -341,24 +417,18 @@ impl Queue {
     pub(crate) fn dqbuf_fence(&self, index: u32, outcome: Outcome, imported: &[DmaBuf]) -> Result {
         let i = index as usize;
         let mut bufs = self.bufs.lock();
-        self.ensure(&mut bufs, i + 1)?;
+        self.ensure(&mut bufs, index)?;
         let b = &mut bufs[i];
-        if b.context == 0 {
-            b.context = ffi::fence_context();
-        }
-        b.seqno += 1;
-        let name = self.node.timeline_name(self.id, index)?;
-        let fence = Fence::new(b.context, b.seqno, &name)?;
+        b.prune_exports();
+        let fence = b.next_fence(&self.node, self.id, index)?;
+        let targets = distinct(&b.exports, imported)?;
         self.node.counters.armed();
         fence.signal(outcome.errno());
         self.node.counters.signaled(outcome, 0);
         if let Some(s) = self.fences.lock().slots.get_mut(i) {
             s.last = Some(outcome);
         }
-        for d in Iterator::chain(b.exports.iter(), imported.iter()) {
-            d.add_write_fence(&fence)?;
-        }
-        Ok(())
+        ffi::publish(&targets, &fence)
     }
 
     /// The dma-bufs imported into buffer `index` of a DMABUF queue (process context, queue lock

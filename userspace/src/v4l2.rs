@@ -150,6 +150,45 @@ impl<'a> Queue<'a> {
         Ok((b.index(), b.flags()))
     }
 
+    /// VIDIOC_QUERYBUF of buffer `index`: its flags (QUEUED while vb2 or the driver owns it,
+    /// DONE once the driver returned it).
+    pub fn querybuf(&self, index: u32) -> nix::Result<ioctl::BufferFlags> {
+        let b: V4l2Buffer =
+            ioctl::querybuf(self.dev, self.qt, index as usize).map_err(ioctl_errno)?;
+        Ok(b.flags())
+    }
+
+    /// VIDIOC_STREAMOFF, with the errno on failure (for checks that expect one).
+    pub fn streamoff_errno(&self) -> nix::Result<()> {
+        ioctl::streamoff(self.dev, self.qt).map_err(|_| nix::errno::Errno::last())
+    }
+
+    /// VIDIOC_REQBUFS of `count` buffers of the queue's memory type, with the errno on failure;
+    /// the queue's own bookkeeping is left alone (a check of what vb2 refuses).
+    pub fn reqbufs_errno(&self, count: u32) -> nix::Result<u32> {
+        ioctl::reqbufs::<v4l2r::bindings::v4l2_requestbuffers>(
+            self.dev,
+            self.qt,
+            self.memory,
+            count,
+            MemoryConsistency::empty(),
+        )
+        .map(|rb| rb.count)
+        .map_err(|_| nix::errno::Errno::last())
+    }
+
+    /// VIDIOC_REMOVE_BUFS of `count` buffers from `index` (v4l2r has no wrapper for it).
+    pub fn remove_bufs(&self, index: u32, count: u32) -> nix::Result<()> {
+        let mut rb = RemoveBuffers {
+            index,
+            count,
+            type_: self.qt as u32,
+            reserved: [0; 13],
+        };
+        // SAFETY: `rb` is VIDIOC_REMOVE_BUFS's argument struct, valid for the call.
+        unsafe { vidioc_remove_bufs(self.dev.as_raw_fd(), &mut rb) }.map(|_| ())
+    }
+
     pub fn streamon(&self) -> Result<()> {
         ioctl::streamon(self.dev, self.qt).context("VIDIOC_STREAMON")
     }
@@ -211,3 +250,13 @@ pub fn set_ctrl_by_name(dev: &File, name: &str, value: i32) -> Result<()> {
         id = q.id | bindings::V4L2_CTRL_FLAG_NEXT_CTRL | bindings::V4L2_CTRL_FLAG_NEXT_COMPOUND;
     }
 }
+
+/// `struct v4l2_remove_buffers` (<linux/videodev2.h>, Linux 6.10+).
+#[repr(C)]
+struct RemoveBuffers {
+    index: u32,
+    count: u32,
+    type_: u32,
+    reserved: [u32; 13],
+}
+nix::ioctl_readwrite!(vidioc_remove_bufs, b'V', 104, RemoveBuffers);

@@ -191,22 +191,25 @@ t_kmod_cycles() {
 t_kmod_kunit() {
 	[ -d /sys/kernel/debug/kunit ] || fail "no /sys/kernel/debug/kunit (CONFIG_KUNIT_DEBUGFS)"
 	insmod_vb2r || fail "insmod"
-	local r=/sys/kernel/debug/kunit/vb2_resv_params/results
-	if [ ! -r "$r" ]; then
-		# The suite is built only for 7.x (Kbuild: 6.12 has no #[kunit_tests], added in 6.15).
-		local rel major minor
-		rel=$(uname -r)
-		major=${rel%%.*}
-		minor=${rel#*.}
-		minor=${minor%%[!0-9]*}
-		if [ "$major" -lt 6 ] || { [ "$major" = 6 ] && [ "$minor" -lt 15 ]; }; then
-			skip "KUnit suite vb2_resv_params is 7.x-only: Linux $rel has no #[kunit_tests] (6.15+)"
+	local suite r
+	for suite in vb2_resv_params vb2_resv_policy; do
+		r=/sys/kernel/debug/kunit/$suite/results
+		if [ ! -r "$r" ]; then
+			# The suites are built only for 7.x (Kbuild: 6.12 has no #[kunit_tests], added in 6.15).
+			local rel major minor
+			rel=$(uname -r)
+			major=${rel%%.*}
+			minor=${rel#*.}
+			minor=${minor%%[!0-9]*}
+			if [ "$major" -lt 6 ] || { [ "$major" = 6 ] && [ "$minor" -lt 15 ]; }; then
+				skip "KUnit suites vb2_resv_params, vb2_resv_policy are 7.x-only: Linux $rel has no #[kunit_tests] (6.15+)"
+			fi
+			fail "no KUnit suite $suite after insmod"
 		fi
-		fail "no KUnit suite vb2_resv_params after insmod"
-	fi
-	cat "$r"
-	grep -q '^not ok' "$r" && fail "a KUnit case failed"
-	grep -qE '^ok [0-9]+ vb2_resv_params' "$r" || fail "suite vb2_resv_params did not pass"
+		cat "$r"
+		grep -q '^not ok' "$r" && fail "a KUnit case of $suite failed"
+		grep -qE "^ok [0-9]+ $suite" "$r" || fail "suite $suite did not pass"
+	done
 	return 0
 }
 

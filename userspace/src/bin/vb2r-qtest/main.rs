@@ -17,6 +17,8 @@ use vb2r::kmod::{Control, Mode};
 use vb2r::sys::{self, FenceInfo};
 use vb2r::v4l2::{self, Queue};
 
+mod races;
+
 #[derive(Parser)]
 #[command(about)]
 struct Cli {
@@ -81,6 +83,44 @@ enum Check {
         #[arg(long)]
         detach: bool,
     },
+    /// A second opener's STREAMOFF, REQBUFS(0), REMOVE_BUFS and close, before and while the
+    /// owner streams: none may end a fence of the owner's buffers.
+    Nonowner {
+        #[arg(long, value_enum, default_value = "vivid")]
+        dev: Dev,
+    },
+    /// vim2m, non-blocking DQBUF + immediate QBUF for `cycles` cycles, sampled from two
+    /// threads: never a queued buffer without a pending fence (run it with the module's
+    /// test_buf_done_delay_us to widen the window a late buf_done event has).
+    RequeueRace {
+        #[arg(long, default_value_t = 2000)]
+        cycles: u32,
+        /// After each QBUF, check again this much later (set it above the module's
+        /// test_buf_done_delay_us and below vim2m's transaction time).
+        #[arg(long, default_value_t = 5)]
+        settle_ms: u64,
+    },
+    /// vivid streaming with threads asleep in DQBUF and threads contending for the queue lock,
+    /// for `seconds` (the shell unloads and reloads the module meanwhile): every thread returns.
+    BlockedClients {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        sleepers: u32,
+        #[arg(long, default_value_t = 3)]
+        hammers: u32,
+    },
+    /// Unbind the driver (sysfs) with fenced buffers queued, before or after STREAMON: every
+    /// fence ends; the driver is bound again afterwards.
+    Unbind {
+        #[arg(long, value_enum, default_value = "vivid")]
+        dev: Dev,
+        #[arg(long)]
+        streaming: bool,
+    },
+    /// vivid's injected STREAMON error hands the queued buffers back QUEUED: their fences stay
+    /// pending and end normally after the next STREAMON.
+    StreamonError,
     /// A benchmark, not a check: streams `frames` CAPTURE buffers and prints one Markdown table
     /// row with the CAPTURE QBUF ioctl's time (where vb2_resv's queue-time hook runs: fence
     /// creation and dma_resv_add_fence on every export) and the frame rate. `label` names the
@@ -698,6 +738,15 @@ fn main() {
         Check::ModeDqbuf => check_mode(&cli, true),
         Check::ModeOff => check_mode(&cli, false),
         Check::Stream { seconds, detach } => check_stream(&cli, *seconds, *detach),
+        Check::Nonowner { dev } => races::nonowner(&cli, *dev),
+        Check::RequeueRace { cycles, settle_ms } => races::requeue_race(&cli, *cycles, *settle_ms),
+        Check::BlockedClients {
+            seconds,
+            sleepers,
+            hammers,
+        } => races::blocked_clients(&cli, *seconds, *sleepers, *hammers),
+        Check::Unbind { dev, streaming } => races::unbind(&cli, *dev, *streaming),
+        Check::StreamonError => races::streamon_error(&cli),
         Check::Bench {
             dev,
             frames,

@@ -1,0 +1,101 @@
+# The module where a fence could end while the hardware still owns its buffer, or where unload
+# could pull code or tables from under a task (issue: "no fence may end before the hardware is
+# done"). vb2r-qtest (userspace/src/bin/vb2r-qtest/races.rs) does the V4L2 work.
+# shellcheck shell=bash
+
+# A second opener's STREAMOFF/REQBUFS/REMOVE_BUFS/close while the owner streams: vb2 refuses
+# them (vivid: the queue is the owner's) or they address the opener's own m2m context (vim2m);
+# every fence of the owner stays pending until its buffer really comes back.
+t_fence_nonowner_calls() {
+	load_drivers vivid || fail "modprobe vivid"
+	modprobe vim2m default_transtime=40 || fail "modprobe vim2m"
+	insmod_vb2r attach=vivid,vim2m || fail "insmod attach=vivid,vim2m"
+	dmesg_mark nonowner
+	"$QTEST" nonowner --dev vivid || fail "vivid: a non-owner's call ended the owner's fences"
+	"$QTEST" nonowner --dev vim2m || fail "vim2m: another context's calls ended this one's fences"
+	local c
+	c=$(vb2r_counter 'signaled -ECANCELED')
+	echo "debugfs: signaled -ECANCELED: $c"
+	dmesg_since nonowner | dmesg_complaints || fail "kernel complained"
+	return 0
+}
+
+# A late vb2_buf_done event must not end the next cycle's fence. The buffer is on vb2's done
+# list before the tracepoint fires, so a non-blocking DQBUF + QBUF on the other CPU can arm the
+# next fence first; test_buf_done_delay_us widens that window to make the race certain.
+t_fence_requeue_race() {
+	# Jobs of 20 ms, a buf_done event handled 2 ms late, a second look 6 ms after each QBUF.
+	modprobe vim2m default_transtime=20 || fail "modprobe vim2m"
+	insmod_vb2r attach=vim2m test_buf_done_delay_us=2000 || fail "insmod test_buf_done_delay_us"
+	dmesg_mark requeue
+	"$QTEST" requeue-race --cycles "${VB2R_RACE_CYCLES:-300}" --settle-ms 6 || fail "a queued buffer without its fence"
+	dmesg_since requeue | dmesg_complaints || fail "kernel complained"
+	return 0
+}
+
+# Unload with clients asleep inside V4L2: threads in blocking DQBUF and threads contending for
+# the queue lock (which the V4L2 core takes after reading vdev->ioctl_ops), while the module is
+# unloaded and loaded again, repeatedly. Every thread returns, the kernel stays quiet (run it
+# under KASAN=1 too: a table or text freed under a sleeper is a use-after-free).
+t_kmod_unload_blocked_clients() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	dmesg_mark blocked
+	local cycles=${VB2R_UNLOAD_CYCLES:-8} i
+	"$QTEST" blocked-clients --seconds $((cycles + 4)) --sleepers 3 --hammers 3 >/tmp/blocked.log 2>&1 &
+	local pid=$!
+	sleep 1
+	for i in $(seq 1 "$cycles"); do
+		if fences_pin_module; then
+			# 6.12: our fences pin the module while the stream holds some: a refused rmmod
+			# is the expected answer; the module must stay whole.
+			rmmod vb2_resv 2>/dev/null || { sleep 0.5; continue; }
+		else
+			rmmod vb2_resv || fail "cycle $i: rmmod with clients blocked in V4L2"
+		fi
+		insmod "$KO" attach=vivid || fail "cycle $i: insmod"
+		sleep 0.5
+	done
+	wait $pid
+	local rc=$?
+	cat /tmp/blocked.log
+	[ $rc = 0 ] || fail "a client thread failed or did not return"
+	dmesg_since blocked | grep -c 'vb2_resv: attached' | sed 's/^/attaches: /'
+	dmesg_since blocked | dmesg_complaints || fail "kernel complained"
+	return 0
+}
+
+# Unbinding the driver of an attached node ends every fence of that node, queued-but-not-started
+# buffers included, before and after STREAMON; the node detaches cleanly at rmmod and the driver
+# binds again.
+t_kmod_unbind_while_streaming() {
+	load_drivers vivid || fail "modprobe vivid"
+	modprobe vim2m default_transtime=40 || fail "modprobe vim2m"
+	local dev streaming
+	for dev in vivid vim2m; do
+		for streaming in "" --streaming; do
+			insmod_vb2r attach=$dev || fail "$dev: insmod attach=$dev"
+			dmesg_mark "unbind-$dev$streaming"
+			"$QTEST" unbind --dev $dev $streaming || fail "$dev $streaming: a fence outlived the unbind"
+			for f in /sys/kernel/debug/vb2_resv/video*; do
+				grep -H 'pending now\|^node' "$f"
+				grep -q '^pending now: 0' "$f" || fail "$dev $streaming: $f: fences still pending"
+			done
+			rmmod vb2_resv || fail "$dev $streaming: rmmod after the unbind"
+			dmesg_since "unbind-$dev$streaming" | grep 'vb2_resv' | tail -n 4
+			dmesg_since "unbind-$dev$streaming" | dmesg_complaints || fail "$dev $streaming: kernel complained"
+		done
+	done
+	return 0
+}
+
+# start_streaming fails (vivid's injected STREAMON error) and vb2 hands the buffers back QUEUED:
+# still queued, so their fences stay pending, and end normally after the next STREAMON.
+t_fence_streamon_error() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	dmesg_mark streamon-error
+	"$QTEST" streamon-error || fail "a fence ended at a failed STREAMON"
+	dmesg_since streamon-error | dmesg_complaints || fail "kernel complained"
+	return 0
+}
