@@ -18,6 +18,7 @@ use vb2r::sys::{self, FenceInfo};
 use vb2r::v4l2::{self, Queue};
 
 mod races;
+mod stress;
 
 #[derive(Parser)]
 #[command(about)]
@@ -37,6 +38,7 @@ struct Cli {
 enum Dev {
     Vivid,
     Vim2m,
+    Visl,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +123,15 @@ enum Check {
     /// vivid's injected STREAMON error hands the queued buffers back QUEUED: their fences stay
     /// pending and end normally after the next STREAMON.
     StreamonError,
+    /// A seeded random walk of client and administrator operations on `dev` (two clients),
+    /// with the fence invariants checked after every step (see stress.rs). The seed is
+    /// printed; VB2R_SEED replays it.
+    RandomOps {
+        #[arg(long, value_enum, default_value = "vivid")]
+        dev: Dev,
+        #[arg(long, default_value_t = 400)]
+        ops: u32,
+    },
     /// A benchmark, not a check: streams `frames` CAPTURE buffers and prints one Markdown table
     /// row with the CAPTURE QBUF ioctl's time (where vb2_resv's queue-time hook runs: fence
     /// creation and dma_resv_add_fence on every export) and the frame rate. `label` names the
@@ -205,6 +216,7 @@ fn setup(which: Dev, cli: &Cli) -> Result<Setup> {
     let (driver, name) = match which {
         Dev::Vivid => ("vivid", "vid-cap"),
         Dev::Vim2m => ("vim2m", "vim2m"),
+        Dev::Visl => ("visl", "visl"),
     };
     let path = v4l2::find_node(driver, name)?;
     let dev = v4l2::open(&path)?;
@@ -224,7 +236,7 @@ fn setup(which: Dev, cli: &Cli) -> Result<Setup> {
         path,
         driver,
         dev,
-        m2m: which == Dev::Vim2m,
+        m2m: which != Dev::Vivid,
     })
 }
 
@@ -747,6 +759,19 @@ fn main() {
         } => races::blocked_clients(&cli, *seconds, *sleepers, *hammers),
         Check::Unbind { dev, streaming } => races::unbind(&cli, *dev, *streaming),
         Check::StreamonError => races::streamon_error(&cli),
+        Check::RandomOps { dev, ops } => {
+            let seed = std::env::var("VB2R_SEED")
+                .ok()
+                .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(1)
+                });
+            stress::random_ops(*dev, *ops, seed)
+                .map(|n| println!("{n} operations, invariants held (seed {seed:#x})"))
+        }
         Check::Bench {
             dev,
             frames,
