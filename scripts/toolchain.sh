@@ -42,7 +42,13 @@ step_run() {
 	shift 2
 	mkdir -p "$LOGDIR"
 	logf=$LOGDIR/$step.log
-	if ! "$@" >"$logf" 2>&1; then
+	# Not `if ! "$@"` nor `"$@" || rc=$?`: bash ignores set -e in a function run as a condition.
+	local rc=0
+	set +e
+	(set -e; "$@") >"$logf" 2>&1
+	rc=$?
+	set -e
+	if [ $rc != 0 ]; then
 		tail -n 15 "$logf" >&2
 		die "toolchain: $what failed (log: $logf); check the network and apt sources, then run 'make toolchain' again"
 	fi
@@ -102,17 +108,18 @@ fi
 # time and needs the stateless-codec controls of recent kernels. Debian's linux-libc-dev from
 # trixie-backports (the headers of the kernel we test on) is downloaded and unpacked into the cache,
 # never installed; .cargo/config.toml points v4l2r's build at $CACHE/uapi.
-fetch_uapi() {
+fetch_uapi() { # runs in a subshell (step_run): its trap removes the download, whatever happens
 	local tmp
 	aptx_setup trixie-backports
 	tmp=$(mktemp -d)
-	(cd "$tmp" && aptx apt-get download -q linux-libc-dev) || { rm -rf "$tmp"; return 1; }
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && aptx apt-get download -q linux-libc-dev)
 	dpkg -x "$tmp"/linux-libc-dev_*.deb "$tmp/x"
 	rm -rf "$CACHE/uapi.new"
 	mkdir -p "$CACHE/uapi.new/include"
 	cp -a "$tmp/x/usr/include/linux" "$tmp/x/usr/include/asm-generic" "$CACHE/uapi.new/include/"
 	cp -a "$tmp/x/usr/include/$(gcc -dumpmachine)/asm" "$CACHE/uapi.new/include/asm"
-	rm -rf "$CACHE/uapi" "$tmp"
+	rm -rf "$CACHE/uapi"
 	mv "$CACHE/uapi.new" "$CACHE/uapi"
 }
 if [ ! -f "$CACHE/uapi/include/linux/v4l2-controls.h" ] || ! grep -q V4L2_CID_STATELESS_AV1_SEQUENCE "$CACHE/uapi/include/linux/v4l2-controls.h"; then
