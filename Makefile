@@ -22,7 +22,7 @@ endif
 .PHONY: toolchain kernel kmod userspace test demo bench clean fmt clippy
 
 toolchain:
-	scripts/toolchain.sh
+	@scripts/toolchain.sh
 
 kernel: toolchain
 	scripts/kernel.sh $(KERNEL)
@@ -41,13 +41,13 @@ userspace:
 	cargo build --release --workspace
 
 test:
-	scripts/test.sh
+	@scripts/test.sh
 
 demo:
-	scripts/demo.sh
+	@scripts/demo.sh
 
 bench:
-	scripts/bench.sh
+	@scripts/bench.sh
 
 fmt:
 	cargo fmt --all

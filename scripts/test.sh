@@ -48,13 +48,13 @@ phase() { # phase NAME CMD... : run, time and log a phase; returns its status
 # (the last line is the toolchain's own, naming the step and what to do).
 phase toolchain "$here/toolchain.sh" || exit 1
 grep '^toolchain: ' "$OUT/toolchain.log" | tail -n 1 >&2
-host_test() { # host_test NAME: scripts/test-setup.sh NAME, its TAP line into host.tap
+host_test() { # host_test NAME PHASE: scripts/test-setup.sh NAME as phase PHASE, its TAP line into host.tap
 	local st=0
-	phase "setup-$1" env SETUP_LOGS="$OUT" "$here/test-setup.sh" "$1" || st=$?
-	if grep -E '^(not )?ok - setup\.' "$OUT/setup-$1.log" >>"$host_results"; then return; fi
-	echo "not ok - setup.$1 # scripts/test-setup.sh $1 exited $st without a result: see build/test/setup-$1.log" >>"$host_results"
+	phase "$2" env SETUP_LOGS="$OUT" "$here/test-setup.sh" "$1" || st=$?
+	if grep -E '^(not )?ok - setup\.' "$OUT/$2.log" >>"$host_results"; then return; fi
+	echo "not ok - setup.$1 # scripts/test-setup.sh $1 exited $st without a result: see build/test/$2.log" >>"$host_results"
 }
-want_host setup.toolchain-noop && host_test toolchain-noop
+want_host setup.toolchain-noop && host_test toolchain-noop setup-noop
 
 # 1. Host: the test streams the cargo tests and the guest use (the small ones are committed; the
 # 1080p one is generated into build/streams), then cargo tests (the harness is built by them).
@@ -69,7 +69,7 @@ else echo "not ok - cargo.test # see build/test/cargo-test.log" >>"$host_results
 # 2. Kernel, module, userspace binaries the guest runs.
 kernel_ok=0
 phase kernel "$here/kernel.sh" "$KERNEL" && kernel_ok=1
-KDIR=$("$here/kernel.sh" --print-dir "$KERNEL")
+KDIR=$("$here/kernel.sh" --print-dir "$KERNEL" 2>/dev/null)
 # The make arguments the kernel was built with (LLVM=... for a clang-built kernel).
 KMAKE=(ARCH=x86_64)
 [ -f "$KDIR/.make-args" ] && read -r -a KMAKE <"$KDIR/.make-args"
@@ -162,7 +162,7 @@ fi
 # for the cores): clones of HEAD elsewhere run the demo's guest part.
 if want_host setup.clone-anywhere; then
 	if [ $kernel_ok = 1 ] && [ $kmod_ok = 1 ] && [ "$userspace_ok" = 0 ]; then
-		host_test clone-anywhere
+		host_test clone-anywhere setup-clones
 	else
 		echo "not ok - setup.clone-anywhere # not run: the kernel, the module or the userspace binaries did not build" >>"$host_results"
 	fi
