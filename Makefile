@@ -1,6 +1,7 @@
 # vb2-resv: top-level entry points. `make test` is what CI runs; `make demo` is the main job.
 #
-#   make toolchain                 install what a fresh Debian bookworm machine lacks (idempotent)
+#   make toolchain                 install what a fresh Debian bookworm machine lacks (idempotent;
+#                                  demo, test, bench and kernel run it first, a no-op when all is there)
 #   make kernel [KERNEL=7.3|6.12] [KASAN=0|1]  build (or reuse) our Rust-enabled test kernel
 #   make kmod [KDIR=...] [ARCH=..] build vb2_resv.ko the Kbuild way against KDIR
 #   make userspace                 cargo build --release of the workspace
@@ -21,31 +22,32 @@ endif
 .PHONY: toolchain kernel kmod userspace test demo bench clean fmt clippy
 
 toolchain:
-	scripts/toolchain.sh
+	@scripts/toolchain.sh
 
-kernel:
+kernel: toolchain
 	scripts/kernel.sh $(KERNEL)
 
+# scripts/kmod.sh is `make -C KDIR M=$(CURDIR) modules`, except in a directory whose path make
+# cannot take (spaces): then it builds in a mirror and copies the .ko back.
 ifeq ($(KDIR_FROM_SCRIPT),1)
 kmod: kernel
-	dir="$$(scripts/kernel.sh --print-dir $(KERNEL))" && \
-	$(MAKE) -C "$$dir" M=$(CURDIR) $$(cat "$$dir/.make-args" 2>/dev/null || echo ARCH=$(ARCH)) modules
+	scripts/kmod.sh "$$(scripts/kernel.sh --print-dir $(KERNEL))"
 else
 kmod:
-	$(MAKE) -C $(KDIR) M=$(CURDIR) ARCH=$(ARCH) modules
+	scripts/kmod.sh "$(KDIR)" ARCH=$(ARCH)
 endif
 
 userspace:
 	cargo build --release --workspace
 
 test:
-	scripts/test.sh
+	@scripts/test.sh
 
 demo:
-	scripts/demo.sh
+	@scripts/demo.sh
 
 bench:
-	scripts/bench.sh
+	@scripts/bench.sh
 
 fmt:
 	cargo fmt --all
