@@ -6,6 +6,7 @@
 use core::ffi::{c_int, c_void};
 use core::ptr::NonNull;
 use kernel::ffi::c_char;
+use crate::policy::SnapBuf;
 use kernel::prelude::*;
 
 /// Opaque C types (only ever handled by pointer).
@@ -66,12 +67,43 @@ pub(crate) struct Call {
     pub(crate) nplanes: u32,
     pub(crate) fd: i32,
     pub(crate) fds: [i32; MAX_PLANES],
+    pub(crate) ts: u64,
     pub(crate) file: *mut File,
     /// Set by pre: run the original inside a fence signalling section.
     pub(crate) signalling: u32,
     /// Scratch for Rust between pre and post (glue.c zeroes both).
     pub(crate) rs_flags: u32,
+    pub(crate) rs_mask: u64,
     pub(crate) rs_queue: *const c_void,
+}
+
+/// Most buffers a snapshot lists per side (`VB2R_SNAP_MAX`).
+pub(crate) const SNAP_MAX: usize = 32;
+
+/// `struct vb2r_m2m_snap`.
+#[repr(C)]
+pub(crate) struct M2mSnap {
+    pub(crate) out_streaming: u32,
+    pub(crate) cap_streaming: u32,
+    pub(crate) ignore_cap_streaming: u32,
+    pub(crate) nsrc: u32,
+    pub(crate) ndst: u32,
+    pub(crate) nsrc_vb2: u32,
+    pub(crate) ndst_vb2: u32,
+    pub(crate) pad: u32,
+    pub(crate) src: [SnapBuf; SNAP_MAX],
+    pub(crate) dst: [SnapBuf; SNAP_MAX],
+    pub(crate) src_vb2: [SnapBuf; SNAP_MAX],
+    pub(crate) dst_vb2: [SnapBuf; SNAP_MAX],
+}
+
+/// `struct vb2r_req_buf`.
+#[repr(C)]
+pub(crate) struct ReqBuf {
+    pub(crate) q: *mut Vb2Queue,
+    pub(crate) index: u32,
+    pub(crate) hold: u32,
+    pub(crate) ts: u64,
 }
 
 /// `struct vb2r_vdev_info`.
@@ -116,6 +148,18 @@ extern "C" {
     pub(crate) fn vb2r_vb_state(vb: *mut Vb2Buffer) -> u32;
     pub(crate) fn vb2r_buffer_state(q: *mut Vb2Queue, index: u32) -> u32;
     pub(crate) fn vb2r_buffer_planes(q: *mut Vb2Queue, index: u32) -> u32;
+    pub(crate) fn vb2r_m2m_snapshot(cap_q: *mut Vb2Queue, s: *mut M2mSnap);
+    pub(crate) fn vb2r_m2m_out_queue(cap_q: *mut Vb2Queue) -> *mut Vb2Queue;
+    pub(crate) fn vb2r_queue_streaming(q: *mut Vb2Queue) -> u32;
+    pub(crate) fn vb2r_queue_vb2_queued(q: *mut Vb2Queue, out: *mut SnapBuf, max: u32) -> u32;
+    pub(crate) fn vb2r_vb_output_info(vb: *mut Vb2Buffer, hold: *mut u32, ts: *mut u64);
+    pub(crate) fn vb2r_mdev_hooks_install(vdev: *mut VideoDevice, rs_node: *mut c_void) -> c_int;
+    pub(crate) fn vb2r_mdev_hooks_remove(vdev: *mut VideoDevice);
+    pub(crate) fn vb2r_param_fence_timeout_ms() -> u32;
+    pub(crate) fn vb2r_watchdog_start();
+    pub(crate) fn vb2r_watchdog_stop();
+    pub(crate) fn vb2r_fd_queue(fd: c_int, type_: u32, err: *mut c_int) -> *mut Vb2Queue;
+    pub(crate) fn vb2r_sync_file_fd(f: *mut DmaFence) -> c_int;
     fn vb2r_buffer_imported_dmabuf(q: *mut Vb2Queue, index: u32, plane: u32) -> *mut RawDmaBuf;
 
     fn vb2r_dmabuf_get(fd: c_int) -> *mut RawDmaBuf;
@@ -226,6 +270,11 @@ impl Fence {
     pub(crate) fn signal(&self, error: c_int) {
         // SAFETY: we hold a reference, so the fence is alive.
         unsafe { vb2r_fence_signal(self.0.as_ptr(), error) }
+    }
+
+    /// The `struct dma_fence` pointer (the reference stays with `self`).
+    pub(crate) fn as_ptr(&self) -> *mut DmaFence {
+        self.0.as_ptr()
     }
 
     /// Whether the fence is signaled (any context).

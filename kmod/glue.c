@@ -17,13 +17,19 @@
 #include <linux/namei.h>
 #include <linux/rculist.h>
 #include <linux/slab.h>
+#include <linux/sync_file.h>
+#include <linux/workqueue.h>
 #include <linux/version.h>
 #include <linux/videodev2.h>
 #include <media/v4l2-dev.h>
+#include <media/v4l2-device.h>
 #include <media/v4l2-fh.h>
 #include <media/v4l2-ioctl.h>
 #include <media/v4l2-mem2mem.h>
+#include <media/media-device.h>
+#include <media/media-request.h>
 #include <media/videobuf2-core.h>
+#include <media/videobuf2-v4l2.h>
 #include <trace/events/vb2.h>
 
 #include "glue.h"
@@ -54,9 +60,9 @@ const char *vb2r_version(void)
 	return VB2R_VERSION;
 }
 
-static char mode[16] = "queue";
+static char mode[16] = "strict";
 module_param_string(mode, mode, sizeof(mode), 0444);
-MODULE_PARM_DESC(mode, "what to fence: queue (default: a WRITE fence from QBUF until the driver returns the buffer), dqbuf (a signaled fence at DQBUF), off");
+MODULE_PARM_DESC(mode, "what to fence: strict (default: a WRITE fence while a committed job writes the buffer, until the job ends), queue (RFC v1: from QBUF until the driver returns the buffer), dqbuf (a signaled fence at DQBUF), off");
 
 static char attach[256];
 module_param_string(attach, attach, sizeof(attach), 0444);
@@ -171,6 +177,7 @@ static void vb2r_fill_buffer(struct vb2r_call *c, const struct v4l2_buffer *b)
 	c->index = b->index;
 	c->memory = b->memory;
 	c->flags = b->flags;
+	c->ts = (u64)b->timestamp.tv_sec * NSEC_PER_SEC + (u64)b->timestamp.tv_usec * NSEC_PER_USEC;
 	if (b->memory != V4L2_MEMORY_DMABUF)
 		return;
 	if (V4L2_TYPE_IS_MULTIPLANAR(b->type)) {
@@ -473,6 +480,82 @@ int vb2r_watch_class(struct video_device *vdev)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Watchdog, explicit sync.
+ */
+
+/*
+ * fence_timeout_ms: hantro's own job watchdog fires after 2 s and returns the buffers with an
+ * error; 3 s leaves it that second to do so, so ours only ends what a driver never finishes.
+ */
+static uint fence_timeout_ms = 3000;
+module_param(fence_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(fence_timeout_ms, "end a fence still pending after this many ms with -ETIMEDOUT (0: never; default 3000, above hantro's 2 s job watchdog)");
+
+u32 vb2r_param_fence_timeout_ms(void)
+{
+	return READ_ONCE(fence_timeout_ms);
+}
+
+static void vb2r_watchdog_fn(struct work_struct *w);
+static DECLARE_DELAYED_WORK(vb2r_watchdog, vb2r_watchdog_fn);
+static atomic_t vb2r_watchdog_on = ATOMIC_INIT(0);
+
+static void vb2r_watchdog_fn(struct work_struct *w)
+{
+	vb2r_rs_watchdog();
+	if (atomic_read(&vb2r_watchdog_on))
+		schedule_delayed_work(&vb2r_watchdog, msecs_to_jiffies(100));
+}
+
+void vb2r_watchdog_start(void)
+{
+	if (atomic_cmpxchg(&vb2r_watchdog_on, 0, 1) == 0)
+		schedule_delayed_work(&vb2r_watchdog, msecs_to_jiffies(100));
+}
+
+void vb2r_watchdog_stop(void)
+{
+	atomic_set(&vb2r_watchdog_on, 0);
+	cancel_delayed_work_sync(&vb2r_watchdog);
+}
+
+struct vb2_queue *vb2r_fd_queue(int fd, u32 type, int *err)
+{
+	struct vb2_queue *q = NULL;
+	struct fd f = fdget(fd);
+	u32 m2m;
+
+	if (!fd_file(f)) {
+		*err = -EBADF;
+		return NULL;
+	}
+	if (!vb2r_is_video_chrdev(file_inode(fd_file(f))))
+		*err = -ENOTTY;
+	else if (!(q = vb2r_file_queue(fd_file(f), type, &m2m)))
+		*err = -EINVAL;
+	fdput(f);
+	return q;
+}
+
+int vb2r_sync_file_fd(struct dma_fence *fence)
+{
+	struct dma_fence *f = fence ? dma_fence_get(fence) : dma_fence_get_stub();
+	struct sync_file *sf = sync_file_create(f);
+	int fd;
+
+	dma_fence_put(f);	/* the sync_file holds its own reference */
+	if (!sf)
+		return -ENOMEM;
+	fd = get_unused_fd_flags(O_CLOEXEC);
+	if (fd < 0) {
+		fput(sf->file);
+		return fd;
+	}
+	fd_install(fd, sf->file);
+	return fd;
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Queues and buffers.
  */
 
@@ -583,6 +666,206 @@ struct dma_buf *vb2r_buffer_imported_dmabuf(struct vb2_queue *q, u32 index, u32 
 	if (dbuf)
 		get_dma_buf(dbuf);
 	return dbuf;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Mode strict: m2m job state.
+ */
+
+static struct v4l2_m2m_ctx *vb2r_m2m_ctx(struct vb2_queue *cap_q)
+{
+	return container_of(cap_q, struct v4l2_m2m_ctx, cap_q_ctx.q);
+}
+
+struct vb2_queue *vb2r_m2m_out_queue(struct vb2_queue *cap_q)
+{
+	return &vb2r_m2m_ctx(cap_q)->out_q_ctx.q;
+}
+
+static void vb2r_snap_fill(struct vb2r_snap_buf *b, struct vb2_v4l2_buffer *vbuf, bool out)
+{
+	b->index = vbuf->vb2_buf.index;
+	b->hold = out ? !!(vbuf->flags & V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF) : vbuf->is_held;
+	b->ts_valid = vbuf->vb2_buf.copied_timestamp;
+	b->ts = vbuf->vb2_buf.timestamp;
+}
+
+/* The ready queue of one side, in order, under its spinlock. */
+static u32 vb2r_snap_rdy(struct v4l2_m2m_queue_ctx *qc, struct vb2r_snap_buf *out, bool is_out)
+{
+	struct v4l2_m2m_buffer *b;
+	unsigned long flags;
+	u32 n = 0;
+
+	spin_lock_irqsave(&qc->rdy_spinlock, flags);
+	list_for_each_entry(b, &qc->rdy_queue, list) {
+		if (n < VB2R_SNAP_MAX)
+			vb2r_snap_fill(&out[n], &b->vb, is_out);
+		n++;
+	}
+	spin_unlock_irqrestore(&qc->rdy_spinlock, flags);
+	return n;
+}
+
+u32 vb2r_queue_vb2_queued(struct vb2_queue *q, struct vb2r_snap_buf *out, u32 max)
+{
+	struct vb2_buffer *vb;
+	u32 n = 0;
+
+	list_for_each_entry(vb, &q->queued_list, queued_entry) {
+		if (vb->state != VB2_BUF_STATE_QUEUED)
+			continue;
+		if (n < max)
+			vb2r_snap_fill(&out[n], to_vb2_v4l2_buffer(vb), V4L2_TYPE_IS_OUTPUT(q->type));
+		n++;
+	}
+	return n;
+}
+
+void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s)
+{
+	struct v4l2_m2m_ctx *ctx = vb2r_m2m_ctx(cap_q);
+
+	s->out_streaming = ctx->out_q_ctx.q.start_streaming_called;
+	s->cap_streaming = ctx->cap_q_ctx.q.start_streaming_called;
+	s->ignore_cap_streaming = ctx->ignore_cap_streaming;
+	s->nsrc = vb2r_snap_rdy(&ctx->out_q_ctx, s->src, true);
+	s->ndst = vb2r_snap_rdy(&ctx->cap_q_ctx, s->dst, false);
+	s->nsrc_vb2 = vb2r_queue_vb2_queued(&ctx->out_q_ctx.q, s->src_vb2, VB2R_SNAP_MAX);
+	s->ndst_vb2 = vb2r_queue_vb2_queued(&ctx->cap_q_ctx.q, s->dst_vb2, VB2R_SNAP_MAX);
+}
+
+u32 vb2r_queue_streaming(struct vb2_queue *q)
+{
+	return q->start_streaming_called;
+}
+
+void vb2r_vb_output_info(struct vb2_buffer *vb, u32 *hold, u64 *ts)
+{
+	*hold = !!(to_vb2_v4l2_buffer(vb)->flags & V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF);
+	*ts = vb->timestamp;
+}
+
+/* Media device tables: like the ioctl tables, never freed, restored entry by entry. */
+struct vb2r_mdev_hooks {
+	struct list_head list;
+	struct media_device *mdev;
+	const struct media_device_ops *orig;
+	struct media_device_ops ops;
+	unsigned int users;	/* attached nodes on this media device */
+};
+static LIST_HEAD(vb2r_mdev_list);
+
+/* Up to this many OUTPUT buffers of one request are passed on (a request carries one). */
+#define VB2R_REQ_MAX 4
+
+static void vb2r_w_req_queue(struct media_request *req)
+{
+	struct vb2r_mdev_hooks *h, *found = NULL;
+	struct vb2r_req_buf bufs[VB2R_REQ_MAX];
+	struct media_request_object *obj;
+	u32 n = 0;
+
+	atomic_inc(&vb2r_inflight);
+	rcu_read_lock();
+	list_for_each_entry_rcu(h, &vb2r_mdev_list, list) {
+		if (h->mdev == req->mdev) {
+			found = h;
+			break;
+		}
+	}
+	rcu_read_unlock();
+	if (WARN_ON_ONCE(!found)) {
+		vb2r_exit_call();
+		return;
+	}
+	/* req_queue_mutex is held and the request is validated: its objects do not change. */
+	list_for_each_entry(obj, &req->objects, list) {
+		struct vb2_buffer *vb;
+
+		if (!vb2_request_object_is_buffer(obj))
+			continue;
+		vb = container_of(obj, struct vb2_buffer, req_obj);
+		if (!V4L2_TYPE_IS_OUTPUT(vb->vb2_queue->type) || n == VB2R_REQ_MAX)
+			continue;
+		bufs[n].q = vb->vb2_queue;
+		bufs[n].index = vb->index;
+		vb2r_vb_output_info(vb, &bufs[n].hold, &bufs[n].ts);
+		n++;
+	}
+	{
+		struct mutex *lock = n ? bufs[0].q->lock : NULL;
+
+		if (lock) {
+			mutex_lock(lock);
+			(void)vb2r_rs_req_queue(NULL, bufs, n);
+			mutex_unlock(lock);
+		}
+		/*
+		 * Not a signalling section, although the job may run inside (visl): the m2m request
+		 * path takes the queue lock again (vb2_req_queue()), and that lock is held across
+		 * GFP_KERNEL allocations (REQBUFS), which lockdep reports against the published
+		 * fence. See docs/design.md, "Mode strict".
+		 */
+		found->orig->req_queue(req);
+	}
+	vb2r_exit_call();
+}
+
+static struct media_device *vb2r_vdev_mdev(struct video_device *vdev)
+{
+	return vdev->v4l2_dev ? vdev->v4l2_dev->mdev : NULL;
+}
+
+int vb2r_mdev_hooks_install(struct video_device *vdev, void *rs_node)
+{
+	struct media_device *mdev = vb2r_vdev_mdev(vdev);
+	struct vb2r_mdev_hooks *h;
+
+	if (!mdev || !mdev->ops || !mdev->ops->req_queue)
+		return 0;
+	mutex_lock(&vb2r_hooks_mutex);
+	list_for_each_entry(h, &vb2r_mdev_list, list) {
+		if (h->mdev == mdev && (h->users || h->orig == mdev->ops))
+			goto arm;
+	}
+	h = kzalloc(sizeof(*h), GFP_KERNEL);
+	if (!h) {
+		mutex_unlock(&vb2r_hooks_mutex);
+		return -ENOMEM;
+	}
+	h->mdev = mdev;
+	h->orig = mdev->ops;
+	h->ops = *mdev->ops;
+	list_add_rcu(&h->list, &vb2r_mdev_list);
+arm:
+	if (!h->users++) {
+		WRITE_ONCE(h->ops.req_queue, vb2r_w_req_queue);
+		smp_wmb();
+		WRITE_ONCE(mdev->ops, &h->ops);
+	}
+	mutex_unlock(&vb2r_hooks_mutex);
+	return 1;
+}
+
+void vb2r_mdev_hooks_remove(struct video_device *vdev)
+{
+	struct media_device *mdev = vb2r_vdev_mdev(vdev);
+	struct vb2r_mdev_hooks *h;
+
+	if (!mdev)
+		return;
+	mutex_lock(&vb2r_hooks_mutex);
+	list_for_each_entry(h, &vb2r_mdev_list, list) {
+		if (h->mdev != mdev || !h->users)
+			continue;
+		if (!--h->users) {
+			WRITE_ONCE(mdev->ops, h->orig);
+			WRITE_ONCE(h->ops.req_queue, h->orig->req_queue);
+		}
+		break;
+	}
+	mutex_unlock(&vb2r_hooks_mutex);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -915,6 +1198,7 @@ void vb2r_probe_unregister(void)
 
 void vb2r_glue_exit(void)
 {
+	struct vb2r_mdev_hooks *mh, *mtmp;
 	struct vb2r_hooks *h, *tmp;
 	unsigned long waited = 0;
 	unsigned int i;
@@ -952,6 +1236,10 @@ void vb2r_glue_exit(void)
 	list_for_each_entry_safe(h, tmp, &vb2r_hooks_list, list) {
 		list_del(&h->list);
 		kmemleak_not_leak(h);
+	}
+	list_for_each_entry_safe(mh, mtmp, &vb2r_mdev_list, list) {
+		list_del(&mh->list);
+		kmemleak_not_leak(mh);
 	}
 	mutex_unlock(&vb2r_hooks_mutex);
 	/* Let call_rcu callbacks and RCU readers of our fences' ops finish before the text goes. */

@@ -32,11 +32,12 @@ mod node;
 mod params;
 mod policy;
 mod queue;
+mod strict;
 
 use ffi::{op, Call, DmaBuf, Vb2Queue, Vdev};
 use node::Node;
 use params::{AttachError, Mode, Target};
-use policy::{BufState, Owner};
+use policy::{BufState, Owner, SnapBuf};
 use queue::{Outcome, Queue};
 
 #[cfg(not(vb2r_k612))]
@@ -103,6 +104,16 @@ struct NodeEntry {
 // at live until vb2r_glue_exit().
 unsafe impl Send for NodeEntry {}
 
+/// A registry entry: a `struct vb2_queue` address and the CAPTURE queue state it leads to
+/// (`output`: the address is the m2m context's OUTPUT queue, whose buf_done events and requests
+/// concern that CAPTURE queue's jobs).
+#[derive(Clone)]
+struct Reg {
+    key: usize,
+    queue: Arc<Queue>,
+    output: bool,
+}
+
 /// Everything the module knows. Lives from init to exit, pinned; the C glue, the probe and the
 /// misc device reach it through [`STATE`].
 #[pin_data]
@@ -115,7 +126,7 @@ pub(crate) struct State {
     /// Every live CAPTURE queue of an attached node, looked up by `vb2_queue` address from any
     /// context (the vb2_buf_done probe may run in hard IRQ).
     #[pin]
-    queues: SpinLockIrq<KVec<Arc<Queue>>>,
+    queues: SpinLockIrq<KVec<Reg>>,
     debugfs: debugfs::Dir,
 }
 
@@ -140,14 +151,24 @@ impl State {
         pr_info!("mode set to {}\n", m.name());
     }
 
-    /// The state of queue `q` (any context): a binary search of the registry, which is kept
-    /// sorted by queue address.
-    fn find_queue(&self, q: *mut Vb2Queue) -> Option<Arc<Queue>> {
+    /// The entry of queue address `q` (any context): a binary search of the registry, which is
+    /// kept sorted by address.
+    fn find_reg(&self, q: *mut Vb2Queue) -> Option<Reg> {
         let key = q as usize;
         let g = self.queues.lock();
-        g.binary_search_by_key(&key, |x| x.q)
+        g.binary_search_by_key(&key, |x| x.key)
             .ok()
             .map(|i| g[i].clone())
+    }
+
+    /// The state of CAPTURE queue `q` (any context).
+    fn find_queue(&self, q: *mut Vb2Queue) -> Option<Arc<Queue>> {
+        self.find_reg(q).filter(|r| !r.output).map(|r| r.queue)
+    }
+
+    /// The CAPTURE queue state whose m2m context's OUTPUT queue is `q` (any context).
+    fn find_by_output(&self, q: *mut Vb2Queue) -> Option<Arc<Queue>> {
+        self.find_reg(q).filter(|r| r.output).map(|r| r.queue)
     }
 
     /// The state of `q`, made if the node is live and there is none yet (process context).
@@ -166,28 +187,39 @@ impl State {
         };
         let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
         let new = Queue::new(q, node.clone(), id, type_, m2m)?;
-        // Room for one more, allocated outside the spinlock and swapped in under it.
+        let want = if new.out_q != 0 { 2 } else { 1 };
+        // Room for the new entries, allocated outside the spinlock and swapped in under it.
         loop {
             let (len, cap) = {
                 let g = self.queues.lock();
                 (g.len(), g.capacity())
             };
-            if len < cap {
+            if len + want <= cap {
                 let mut g = self.queues.lock();
                 // Checked again under the lock: a detach may have run, or another task raced us.
                 if !node.is_live() {
                     return Ok(None);
                 }
-                let at = match g.binary_search_by_key(&new.q, |x| x.q) {
-                    Ok(i) => return Ok(Some(g[i].clone())),
-                    Err(at) => at,
-                };
-                if g.len() < g.capacity() {
-                    // Within capacity: cannot allocate or fail.
-                    let _ = g.insert_within_capacity(at, new.clone());
-                    return Ok(Some(new));
+                if let Ok(i) = g.binary_search_by_key(&new.q, |x| x.key) {
+                    if !g[i].output {
+                        return Ok(Some(g[i].queue.clone()));
+                    }
                 }
-                continue;
+                if g.len() + want > g.capacity() {
+                    continue;
+                }
+                for (key, output) in [(new.q, false), (new.out_q, true)].into_iter().take(want) {
+                    // A stale entry for a reused address (its context is gone) is replaced.
+                    let reg = Reg { key, queue: new.clone(), output };
+                    match g.binary_search_by_key(&key, |x| x.key) {
+                        Ok(i) => g[i] = reg,
+                        // Within capacity: cannot allocate or fail.
+                        Err(at) => {
+                            let _ = g.insert_within_capacity(at, reg);
+                        }
+                    }
+                }
+                return Ok(Some(new));
             }
             let mut bigger = KVec::with_capacity(cap * 2 + 4, GFP_KERNEL)?;
             let old = {
@@ -204,13 +236,24 @@ impl State {
         }
     }
 
-    /// Removes `q`'s state from the registry (it is killed by the caller).
+    /// Removes the state of CAPTURE queue `key` (both its entries) from the registry; the caller
+    /// kills it.
     fn remove_queue(&self, key: usize) -> Option<Arc<Queue>> {
         let mut g = self.queues.lock();
-        let i = g.binary_search_by_key(&key, |x| x.q).ok()?;
-        let x = g.remove(i).ok();
+        let i = g.binary_search_by_key(&key, |x| x.key).ok()?;
+        if g[i].output {
+            return None;
+        }
+        let x = g.remove(i).ok()?.queue;
+        if x.out_q != 0 {
+            if let Ok(j) = g.binary_search_by_key(&x.out_q, |r| r.key) {
+                if Arc::ptr_eq(&g[j].queue, &x) {
+                    let _ = g.remove(j);
+                }
+            }
+        }
         drop(g);
-        x
+        Some(x)
     }
 
     /// The queues of `node` (process context).
@@ -221,7 +264,28 @@ impl State {
             // One at a time: the result grows outside the spinlock.
             let next = {
                 let g = self.queues.lock();
-                g.iter().filter(|x| x.node.vdev == node.vdev).nth(i).cloned()
+                g.iter()
+                    .filter(|x| !x.output && x.queue.node.vdev == node.vdev)
+                    .nth(i)
+                    .map(|x| x.queue.clone())
+            };
+            let Some(x) = next else { break };
+            if out.push(x, GFP_KERNEL).is_err() {
+                break;
+            }
+            i += 1;
+        }
+        out
+    }
+
+    /// Every queue (process context).
+    fn all_queues(&self) -> KVec<Arc<Queue>> {
+        let mut out = KVec::new();
+        let mut i = 0;
+        loop {
+            let next = {
+                let g = self.queues.lock();
+                g.iter().filter(|x| !x.output).nth(i).map(|x| x.queue.clone())
             };
             let Some(x) = next else { break };
             if out.push(x, GFP_KERNEL).is_err() {
@@ -238,7 +302,9 @@ impl State {
         loop {
             let victim = {
                 let g = self.queues.lock();
-                g.iter().find(|x| x.node.vdev == node.vdev).map(|x| x.q)
+                g.iter()
+                    .find(|x| !x.output && x.queue.node.vdev == node.vdev)
+                    .map(|x| x.key)
             };
             let Some(key) = victim else { break };
             if let Some(x) = self.remove_queue(key) {
@@ -246,6 +312,32 @@ impl State {
             }
         }
         n
+    }
+
+    /// A sync_file fd for buffer `index` of the `type_` queue of V4L2 fd `v4l2_fd`: its pending
+    /// fence, or a signaled one; and whether it was pending (process context).
+    pub(crate) fn sync_file(&self, v4l2_fd: i32, type_: u32, index: u32) -> Result<(i32, bool)> {
+        if !is_video_capture(type_) {
+            return Err(EINVAL);
+        }
+        let mut err = 0;
+        // SAFETY: `err` is a valid out-pointer; the queue is used as a lookup key only.
+        let q = unsafe { ffi::vb2r_fd_queue(v4l2_fd, type_, &mut err) };
+        if q.is_null() {
+            return Err(Error::from_errno(err));
+        }
+        let queue = self.find_queue(q).ok_or(ENOENT)?;
+        if !queue.has_slot(index) {
+            return Err(EINVAL);
+        }
+        let fence = queue.pending_fence(index);
+        let raw = fence.as_ref().map_or(core::ptr::null_mut(), |f| f.as_ptr());
+        // SAFETY: `raw` is NULL or a fence kept alive by `fence` for the call.
+        let fd = unsafe { ffi::vb2r_sync_file_fd(raw) };
+        if fd < 0 {
+            return Err(Error::from_errno(fd));
+        }
+        Ok((fd, fence.is_some()))
     }
 
     /// Attaches to the node `vdev` (process context).
@@ -325,6 +417,16 @@ impl State {
             self.probe_if_needed();
             return Err(ENOMEM);
         }
+        // The media device's request queue op, for mode strict (stateless decoders).
+        // SAFETY: `vdev` is pinned; `nodes` serializes installs.
+        let r = unsafe { ffi::vb2r_mdev_hooks_install(vdev.as_ptr(), core::ptr::null_mut()) };
+        if r < 0 {
+            drop(nodes);
+            self.probe_if_needed();
+            return Err(Error::from_errno(r));
+        }
+        // SAFETY: process context.
+        unsafe { ffi::vb2r_watchdog_start() };
         e.hooks = hooks;
         e.node.unregistered.store(false, Ordering::Release);
         e.node.attached.store(true, Ordering::Release);
@@ -373,7 +475,12 @@ impl State {
     #[must_use]
     fn detach_entry(&self, e: &mut NodeEntry) -> Option<Vdev> {
         // SAFETY: installed by attach() for this pinned vdev; `nodes` serializes us.
-        unsafe { ffi::vb2r_hooks_remove(e.hooks) };
+        unsafe {
+            ffi::vb2r_hooks_remove(e.hooks);
+            if let Some(v) = &e.pin {
+                ffi::vb2r_mdev_hooks_remove(v.as_ptr());
+            }
+        }
         e.node.attached.store(false, Ordering::Release);
         let n = self.kill_queues_of(&e.node);
         pr_info!(
@@ -442,7 +549,10 @@ fn show_node(n: &Arc<Node>, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Resu
         // the registry's spinlock.
         let q = {
             let g = st.queues.lock();
-            g.iter().filter(|x| x.node.vdev == n.vdev).nth(i).cloned()
+            g.iter()
+                .filter(|x| !x.output && x.queue.node.vdev == n.vdev)
+                .nth(i)
+                .map(|x| x.queue.clone())
         };
         let Some(q) = q else { break };
         q.show(f)?;
@@ -462,6 +572,8 @@ mod flag {
     pub(super) const CANCELLING: u32 = 2;
     /// Counted in the node's `busy_calls`.
     pub(super) const BUSY: u32 = 4;
+    /// A call on an m2m context's OUTPUT queue; the stashed queue is its CAPTURE queue.
+    pub(super) const OUTPUT: u32 = 8;
 }
 
 /// # Safety
@@ -509,8 +621,72 @@ extern "C" fn vb2r_rs_buf_done(
     state_: u32,
     event_ns: u64,
 ) {
-    if let Some(queue) = state().find_queue(q) {
-        queue.buf_done((!vb.is_null()).then_some(vb), index, state_, event_ns);
+    let st = state();
+    let Some(reg) = st.find_reg(q) else { return };
+    if !reg.output {
+        reg.queue
+            .buf_done((!vb.is_null()).then_some(vb), index, state_, event_ns);
+    } else if !vb.is_null() && st.mode() == Mode::Strict {
+        // The end of a slice job that may hold its CAPTURE buffer for the next slice.
+        strict::output_done(&reg.queue, vb, index, state_);
+    }
+}
+
+/// # Safety
+///
+/// Called by glue.c's req_queue wrapper only (glue.h): `bufs` points at `n` entries, the
+/// OUTPUT queue's lock is held.
+#[no_mangle]
+unsafe extern "C" fn vb2r_rs_req_queue(_rs_node: *mut c_void, bufs: *const ffi::ReqBuf, n: u32) -> c_int {
+    let st = state();
+    if st.mode() != Mode::Strict || n == 0 {
+        return 0;
+    }
+    // SAFETY: see the function's safety section.
+    let bufs = unsafe { core::slice::from_raw_parts(bufs, n as usize) };
+    let mut published = 0;
+    for b in bufs {
+        let Some(queue) = st.find_by_output(b.q) else {
+            continue;
+        };
+        if !queue.node.is_live() {
+            continue;
+        }
+        let src = [SnapBuf {
+            index: b.index,
+            hold: b.hold,
+            ts: b.ts,
+            ..Default::default()
+        }];
+        let change = strict::Change {
+            src: &src,
+            ..Default::default()
+        };
+        // A request cannot fail once validated: a fence that cannot be published (no memory,
+        // a signal while locking) leaves that job unfenced, as mode off would.
+        let armed = strict::snapshot(&queue)
+            .and_then(|snap| strict::jobs_after(&snap, &change))
+            .and_then(|jobs| strict::arm_jobs(&queue, &jobs, u64::MAX, None))
+            .unwrap_or(0);
+        if armed != 0 {
+            published = 1;
+        }
+    }
+    published
+}
+
+/// The watchdog's pass (glue.h: every 100 ms from the system workqueue while a node is
+/// attached): ends the fences pending for longer than `fence_timeout_ms` with -ETIMEDOUT.
+#[no_mangle]
+extern "C" fn vb2r_rs_watchdog() {
+    // SAFETY: reads a module parameter.
+    let ms = unsafe { ffi::vb2r_param_fence_timeout_ms() };
+    if ms == 0 {
+        return;
+    }
+    let now = ffi::now_ns();
+    for q in state().all_queues().iter() {
+        q.expire(now, u64::from(ms) * 1_000_000);
     }
 }
 
@@ -565,7 +741,7 @@ fn stash(c: &mut Call, q: Option<Arc<Queue>>) {
 
 fn pre(node: &Node, c: &mut Call) -> Result {
     if c.op != op::RELEASE && !is_video_capture(c.type_) {
-        return Ok(());
+        return pre_output(node, c);
     }
     let (q, m2m) = call_queue(c);
     if q.is_null() {
@@ -576,9 +752,10 @@ fn pre(node: &Node, c: &mut Call) -> Result {
         c.rs_flags |= flag::BUSY;
     }
     let st = state();
+    let mode = st.mode();
     match c.op {
         op::QBUF => {
-            if !node.is_live() || st.mode() != Mode::Queue {
+            if !node.is_live() || !matches!(mode, Mode::Queue | Mode::Strict) {
                 return Ok(());
             }
             let owner = owner_of(q, m2m, c);
@@ -607,12 +784,44 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             let Some(queue) = st.queue_for(node, q, c.type_, m2m)? else {
                 return Ok(());
             };
-            if queue.arm(c.index, &imported)? {
+            let armed = match mode {
+                Mode::Queue => queue.arm(c.index, &imported)?,
+                _ => strict_capture_qbuf(&queue, q, c.index, &imported)?,
+            };
+            if armed {
                 c.rs_flags |= flag::ARMED;
                 // From the publication to the end of the driver's QBUF (which may start the
                 // hardware): lockdep checks that nothing there waits for a fence.
                 c.signalling = 1;
             }
+            stash(c, Some(queue));
+        }
+        op::STREAMON => {
+            if mode != Mode::Strict || !node.is_live() {
+                return Ok(());
+            }
+            let Some(queue) = st.queue_for(node, q, c.type_, m2m)? else {
+                return Ok(());
+            };
+            // Not run as a signalling section: start_streaming() allocates (vivid starts a
+            // kthread) and lockdep reports that against the published fences (docs/design.md,
+            // "Mode strict").
+            c.rs_mask = if m2m {
+                let snap = strict::snapshot(&queue)?;
+                let change = strict::Change {
+                    cap_on: true,
+                    ..Default::default()
+                };
+                strict::arm_jobs(&queue, &strict::jobs_after(&snap, &change)?, u64::MAX, None)?
+            } else {
+                let mut mask = 0;
+                for i in vb2_queued(q) {
+                    if queue.arm(i, &queue.imported(i))? {
+                        mask |= 1 << i;
+                    }
+                }
+                mask
+            };
             stash(c, Some(queue));
         }
         op::STREAMOFF | op::REQBUFS | op::RELEASE => {
@@ -632,9 +841,115 @@ fn pre(node: &Node, c: &mut Call) -> Result {
     Ok(())
 }
 
+/// The buffers of a capture device's queue that vb2 holds (queued before STREAMON), below 64.
+fn vb2_queued(q: *mut Vb2Queue) -> impl Iterator<Item = u32> {
+    let mut bufs = [SnapBuf::default(); ffi::SNAP_MAX];
+    // SAFETY: in a call on `q` with its lock held; `bufs` has room for SNAP_MAX entries.
+    let n = unsafe { ffi::vb2r_queue_vb2_queued(q, bufs.as_mut_ptr(), ffi::SNAP_MAX as u32) };
+    bufs.into_iter()
+        .take((n as usize).min(ffi::SNAP_MAX))
+        .map(|b| b.index)
+        .filter(|&i| i < 64)
+}
+
+/// Mode strict, CAPTURE QBUF of buffer `index`: arm it if a committed job will write it (an
+/// m2m context), or if its queue streams (a capture device). Process context, before the
+/// original QBUF.
+fn strict_capture_qbuf(queue: &Queue, q: *mut Vb2Queue, index: u32, imported: &[DmaBuf]) -> Result<bool> {
+    if !queue.m2m {
+        // SAFETY: in the QBUF of `q`, its lock held.
+        let streaming = unsafe { ffi::vb2r_queue_streaming(q) } != 0;
+        return if streaming { queue.arm(index, imported) } else { Ok(false) };
+    }
+    let snap = strict::snapshot(queue)?;
+    let change = strict::Change {
+        dst: Some(SnapBuf {
+            index,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let jobs = strict::jobs_after(&snap, &change)?;
+    let only = if index < 64 { 1 << index } else { 0 };
+    Ok(strict::arm_jobs(queue, &jobs, only, Some((index, imported)))? != 0)
+}
+
+/// A call on an m2m context's OUTPUT queue, mode strict: an OUTPUT QBUF (not into a request)
+/// or STREAMON commits jobs for CAPTURE buffers already queued: arm those.
+fn pre_output(node: &Node, c: &mut Call) -> Result {
+    const V4L2_BUF_FLAG_REQUEST_FD: u32 = 0x0080_0000;
+    const V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF: u32 = 0x0000_0200;
+    if !matches!(c.op, op::QBUF | op::STREAMON | op::STREAMOFF) {
+        return Ok(());
+    }
+    let (q, m2m) = call_queue(c);
+    if q.is_null() || !m2m {
+        return Ok(());
+    }
+    node.busy_calls.fetch_add(1, Ordering::AcqRel);
+    c.rs_flags |= flag::BUSY;
+    let st = state();
+    let Some(queue) = st.find_by_output(q) else {
+        return Ok(());
+    };
+    c.rs_flags |= flag::OUTPUT;
+    if st.mode() != Mode::Strict || !node.is_live() || c.op == op::STREAMOFF {
+        stash(c, Some(queue));
+        return Ok(());
+    }
+    if c.op == op::QBUF && c.flags & V4L2_BUF_FLAG_REQUEST_FD != 0 {
+        // Into a request: committed when the request is queued (vb2r_rs_req_queue()).
+        return Ok(());
+    }
+    let snap = strict::snapshot(&queue)?;
+    let src = [SnapBuf {
+        index: c.index,
+        hold: u32::from(c.flags & V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF != 0),
+        ts: c.ts,
+        ..Default::default()
+    }];
+    let change = if c.op == op::QBUF {
+        strict::Change {
+            src: &src,
+            ..Default::default()
+        }
+    } else {
+        strict::Change {
+            out_on: true,
+            ..Default::default()
+        }
+    };
+    c.rs_mask = strict::arm_jobs(&queue, &strict::jobs_after(&snap, &change)?, u64::MAX, None)?;
+    // An OUTPUT QBUF runs the driver's buf_queue and may start the job: a signalling section.
+    // OUTPUT STREAMON is not one, like the CAPTURE side's (start_streaming() allocates).
+    c.signalling = u32::from(c.rs_mask != 0 && c.op == op::QBUF);
+    stash(c, Some(queue));
+    Ok(())
+}
+
 fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int) {
     let st = state();
+    if c.rs_flags & flag::OUTPUT != 0 {
+        // An m2m context's OUTPUT queue; `queue` is its CAPTURE queue.
+        let Some(q) = queue else { return };
+        if c.rs_mask != 0 && (!ran || ret != 0) {
+            // The QBUF or STREAMON failed: the jobs it would have committed are not.
+            strict::disarm_mask(&q, c.rs_mask);
+        }
+        if c.op == op::STREAMOFF && ran && ret == 0 && st.mode() == Mode::Strict {
+            // No OUTPUT buffer left (v4l2_m2m_streamoff() waited for the running job): no
+            // job is committed for any CAPTURE buffer of the context.
+            q.cancel_all();
+        }
+        return;
+    }
     match c.op {
+        op::STREAMON => {
+            if let (Some(q), true) = (&queue, c.rs_mask != 0 && (!ran || ret != 0)) {
+                // start_streaming failed: the buffers stay with vb2 and no job is committed.
+                strict::disarm_mask(q, c.rs_mask);
+            }
+        }
         op::QBUF => {
             if c.rs_flags & flag::ARMED != 0 && (!ran || ret != 0) {
                 // The buffer never reached the driver.
@@ -693,9 +1008,6 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
                 }
             }
         }
-        // Counted in `busy_calls` only (unregistration waits for it): vb2 may hand queued
-        // buffers to the driver in it.
-        op::STREAMON => {}
         op::REMOVE_BUFS => {
             if let (Some(q), true, 0) = (&queue, ran, ret) {
                 q.forget(c.index, c.count);
@@ -755,7 +1067,7 @@ fn parse_params() -> Result<(Mode, KVec<Target<'static>>)> {
     let mode_text = ffi::param_mode();
     let Some(mode) = Mode::parse(mode_text) else {
         pr_err!(
-            "invalid value '{:?}' for parameter 'mode': expected off, dqbuf or queue\n",
+            "invalid value '{:?}' for parameter 'mode': expected strict, queue, dqbuf or off\n",
             Bytes(mode_text)
         );
         return Err(EINVAL);
@@ -878,8 +1190,10 @@ impl kernel::Module for Vb2Resv {
 
 impl Drop for Vb2Resv {
     fn drop(&mut self) {
-        // 1. No new attach or mode change.
+        // 1. No new attach or mode change, no watchdog pass.
         self.control = None;
+        // SAFETY: process context, not the watchdog itself.
+        unsafe { ffi::vb2r_watchdog_stop() };
         // 2. Every node back to the driver's own tables; pending fences cancelled.
         // Room for every pin first: they are dropped once `nodes` is unlocked (see detach()).
         // No node can be added now (the control device is gone), so the count holds.
@@ -904,7 +1218,9 @@ impl Drop for Vb2Resv {
         loop {
             let x = self.state.queues.lock().pop();
             let Some(x) = x else { break };
-            leftovers += x.kill();
+            if !x.output {
+                leftovers += x.queue.kill();
+            }
         }
         // 5. debugfs readers use STATE: remove the files (which waits for readers) first.
         self.mode_file = None;

@@ -26,7 +26,8 @@ host_results="$OUT/host.tap"
 # Host tests named setup.* (scripts/test-setup.sh) run in a full run, or when VB2R_TESTS names
 # them; VB2R_TESTS's other names are guest tests.
 want_host() { [ -z "${VB2R_TESTS:-}" ] || [[ " ${VB2R_TESTS//,/ } " == *" $1 "* ]]; }
-GUEST_TESTS=$(for t in ${VB2R_TESTS//,/ }; do case "$t" in setup.*) ;; *) printf '%s ' "$t" ;; esac; done)
+WANTED=${VB2R_TESTS:-}
+GUEST_TESTS=$(for t in ${WANTED//,/ }; do case "$t" in setup.*) ;; *) printf '%s ' "$t" ;; esac; done)
 GUEST_TESTS=${GUEST_TESTS% }
 
 phase() { # phase NAME CMD... : run, time and log a phase; returns its status

@@ -200,6 +200,15 @@ impl DmaBufMap {
         Ok(r)
     }
 
+    /// Runs `f` on the mapped bytes *without* DMA_BUF_IOCTL_SYNC, which waits for the
+    /// buffer's fences: for a test that looks at a buffer while a device may be writing it (a
+    /// coherent mapping, as vmalloc'd vb2 buffers are; the bytes may be stale or torn).
+    pub fn peek<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        // SAFETY: as in `access`; read-only, and plain bytes may change under us.
+        let s = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) };
+        f(s)
+    }
+
     /// A copy of the mapped bytes (START|READ, copy, END|READ).
     pub fn read(&self) -> Result<Vec<u8>> {
         self.access(DMA_BUF_SYNC_READ, |b| b.to_vec())

@@ -18,6 +18,7 @@ use vb2r::sys::{self, FenceInfo};
 use vb2r::v4l2::{self, Queue};
 
 mod races;
+mod strict;
 mod stress;
 
 #[derive(Parser)]
@@ -132,6 +133,23 @@ enum Check {
         #[arg(long, default_value_t = 400)]
         ops: u32,
     },
+    /// Mode strict on vivid: no fence before STREAMON, armed at STREAMON and at QBUF while
+    /// streaming.
+    StrictCapture,
+    /// Mode strict on vim2m: a CAPTURE buffer is fenced only once an OUTPUT buffer commits its
+    /// job; OUTPUT STREAMOFF ends the fences of jobs that will not run.
+    StrictM2m,
+    /// Mode strict on visl through the request API: `slices` requests per picture (hold on all
+    /// but the last); the fence covers every write of each job and ends with it.
+    StrictVisl {
+        #[arg(long, default_value_t = 1)]
+        slices: u32,
+        /// Also check the control device's sync_file against the fence, and its errors.
+        #[arg(long)]
+        sync_file: bool,
+    },
+    /// visl jobs longer than the module's fence_timeout_ms: -ETIMEDOUT, then the stream goes on.
+    Watchdog,
     /// A benchmark, not a check: streams `frames` CAPTURE buffers and prints one Markdown table
     /// row with the CAPTURE QBUF ioctl's time (where vb2_resv's queue-time hook runs: fence
     /// creation and dma_resv_add_fence on every export) and the frame rate. `label` names the
@@ -759,6 +777,10 @@ fn main() {
         } => races::blocked_clients(&cli, *seconds, *sleepers, *hammers),
         Check::Unbind { dev, streaming } => races::unbind(&cli, *dev, *streaming),
         Check::StreamonError => races::streamon_error(&cli),
+        Check::StrictCapture => strict::capture(&cli),
+        Check::StrictM2m => strict::m2m(&cli),
+        Check::StrictVisl { slices, sync_file } => strict::visl_jobs(&cli, *slices, *sync_file),
+        Check::Watchdog => strict::watchdog(&cli),
         Check::RandomOps { dev, ops } => {
             let seed = std::env::var("VB2R_SEED")
                 .ok()
