@@ -106,6 +106,17 @@ pub(crate) struct ReqBuf {
     pub(crate) ts: u64,
 }
 
+/// `struct vb2r_qbuf_wait`.
+#[repr(C)]
+pub(crate) struct QbufWait {
+    pub(crate) type_: u32,
+    pub(crate) index: u32,
+    pub(crate) memory: u32,
+    pub(crate) nplanes: u32,
+    pub(crate) fds: [i32; MAX_PLANES],
+    pub(crate) file: *mut File,
+}
+
 /// `struct vb2r_vdev_info`.
 #[repr(C)]
 #[derive(Default)]
@@ -170,6 +181,11 @@ extern "C" {
         plane: u32,
     ) -> *mut RawDmaBuf;
     fn vb2r_dmabuf_put(d: *mut RawDmaBuf);
+    fn vb2r_dmabuf_ref(d: *mut RawDmaBuf) -> *mut RawDmaBuf;
+    fn vb2r_dmabuf_wait_others(d: *mut RawDmaBuf, timeout_ms: u32, waited_ns: *mut u64) -> c_int;
+    fn vb2r_dmabuf_others_busy(d: *mut RawDmaBuf) -> bool;
+    pub(crate) fn vb2r_param_wait_readers() -> bool;
+    pub(crate) fn vb2r_param_wait_readers_timeout_ms() -> u32;
 
     fn vb2r_fence_context() -> u64;
     fn vb2r_fence_create(context: u64, seqno: u64, timeline: *const c_char) -> *mut DmaFence;
@@ -335,6 +351,28 @@ impl DmaBuf {
     pub(crate) fn only_ours(&self) -> bool {
         // SAFETY: we hold a reference.
         unsafe { vb2r_dmabuf_only_ours(self.0.as_ptr()) }
+    }
+
+    /// Another reference to the same dma-buf.
+    pub(crate) fn new_ref(&self) -> DmaBuf {
+        // SAFETY: we hold a reference, so the dma-buf is alive; C takes another and returns
+        // the same non-NULL pointer.
+        DmaBuf(unsafe { NonNull::new_unchecked(vb2r_dmabuf_ref(self.0.as_ptr())) })
+    }
+
+    /// Waits (interruptibly, at most `timeout_ms`) for the unsignaled fences of other devices on
+    /// this dma-buf; `Ok(ns waited)` or -ERESTARTSYS / -ETIMEDOUT (process context, no lock).
+    pub(crate) fn wait_others(&self, timeout_ms: u32) -> (Result, u64) {
+        let mut ns = 0;
+        // SAFETY: we hold a reference; `ns` is a valid out-pointer.
+        let r = unsafe { vb2r_dmabuf_wait_others(self.0.as_ptr(), timeout_ms, &mut ns) };
+        (if r == 0 { Ok(()) } else { Err(errno(r)) }, ns)
+    }
+
+    /// Whether another device's fence on this dma-buf is unsignaled now (any context).
+    pub(crate) fn others_busy(&self) -> bool {
+        // SAFETY: we hold a reference.
+        unsafe { vb2r_dmabuf_others_busy(self.0.as_ptr()) }
     }
 
     /// Whether `self` and `other` are the same dma-buf.

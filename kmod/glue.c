@@ -259,6 +259,53 @@ static int vb2r_w_release(struct file *file)
 	return ret;
 }
 
+/*
+ * unlocked_ioctl: for a capture QBUF, wait for other devices' readers of the buffer before the
+ * V4L2 core takes its lock (vb2r_rs_qbuf_wait()); everything else goes straight through.
+ */
+static long vb2r_w_unlocked_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct vb2r_hooks *h = vb2r_enter(file);
+	struct v4l2_plane planes[VB2R_MAX_PLANES];
+	struct vb2r_qbuf_wait w = {};
+	struct v4l2_buffer b;
+	long ret;
+	u32 p;
+
+	if (WARN_ON_ONCE(!h)) {
+		vb2r_exit_call();
+		return -ENODEV;
+	}
+	if (cmd == VIDIOC_QBUF && !copy_from_user(&b, (void __user *)arg, sizeof(b)) &&
+	    V4L2_TYPE_IS_CAPTURE(b.type)) {
+		w.type = b.type;
+		w.index = b.index;
+		w.memory = b.memory;
+		w.file = file;
+		if (b.memory == V4L2_MEMORY_DMABUF) {
+			if (!V4L2_TYPE_IS_MULTIPLANAR(b.type)) {
+				w.nplanes = 1;
+				w.fds[0] = b.m.fd;
+			} else if (b.length <= VB2R_MAX_PLANES &&
+				   !copy_from_user(planes, (void __user *)b.m.planes,
+						   b.length * sizeof(planes[0]))) {
+				w.nplanes = b.length;
+				for (p = 0; p < b.length; p++)
+					w.fds[p] = planes[p].m.fd;
+			}
+		}
+		ret = vb2r_rs_qbuf_wait(h->rs_node, &w);
+		if (ret) {
+			vb2r_exit_call();
+			return ret;
+		}
+	}
+	/* A bad argument is the driver's to refuse, as without us. */
+	ret = h->orig_fops->unlocked_ioctl(file, cmd, arg);
+	vb2r_exit_call();
+	return ret;
+}
+
 /* Writes our wrappers into the entries of @h's tables that the driver has (WRITE_ONCE each). */
 static void vb2r_hooks_arm(struct vb2r_hooks *h)
 {
@@ -276,6 +323,8 @@ static void vb2r_hooks_arm(struct vb2r_hooks *h)
 #undef VB2R_HOOK
 	if (h->orig_fops->release)
 		WRITE_ONCE(h->fops.release, vb2r_w_release);
+	if (h->orig_fops->unlocked_ioctl)
+		WRITE_ONCE(h->fops.unlocked_ioctl, vb2r_w_unlocked_ioctl);
 }
 
 /* Writes the driver's own operations back into the wrapped entries (WRITE_ONCE each). */
@@ -291,6 +340,7 @@ static void vb2r_hooks_disarm(struct vb2r_hooks *h)
 	VB2R_UNHOOK(vidioc_streamoff);
 #undef VB2R_UNHOOK
 	WRITE_ONCE(h->fops.release, h->orig_fops->release);
+	WRITE_ONCE(h->fops.unlocked_ioctl, h->orig_fops->unlocked_ioctl);
 }
 
 struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node)
@@ -494,6 +544,78 @@ MODULE_PARM_DESC(fence_timeout_ms, "end a fence still pending after this many ms
 u32 vb2r_param_fence_timeout_ms(void)
 {
 	return READ_ONCE(fence_timeout_ms);
+}
+
+/*
+ * wait_readers: panfrost adds its job fence to every BO it uses as WRITE, and compositors release
+ * a buffer before their GPU read ends (shared/research/consumers.md), so a decoder that writes a
+ * buffer as soon as it is queued again can overwrite a picture still being sampled. Default on:
+ * it is the hazard the RFC's review named first.
+ */
+static bool wait_readers = true;
+module_param(wait_readers, bool, 0644);
+MODULE_PARM_DESC(wait_readers, "before a CAPTURE buffer goes back to the hardware (QBUF), wait for other devices' fences on its dma-bufs (default: on)");
+static uint wait_readers_timeout_ms = 1000;
+module_param(wait_readers_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(wait_readers_timeout_ms, "the longest wait_readers waits before QBUF fails with -ETIMEDOUT (default 1000)");
+
+bool vb2r_param_wait_readers(void)
+{
+	return READ_ONCE(wait_readers);
+}
+
+u32 vb2r_param_wait_readers_timeout_ms(void)
+{
+	return READ_ONCE(wait_readers_timeout_ms);
+}
+
+static bool vb2r_fence_is_ours(struct dma_fence *f);
+
+int vb2r_dmabuf_wait_others(struct dma_buf *dmabuf, u32 timeout_ms, u64 *waited_ns)
+{
+	long left = msecs_to_jiffies(timeout_ms);
+	u64 t0 = ktime_get_ns();
+	struct dma_fence **fences;
+	unsigned int n, i;
+	int ret;
+
+	*waited_ns = 0;
+	ret = dma_resv_get_fences(dmabuf->resv, DMA_RESV_USAGE_BOOKKEEP, &n, &fences);
+	if (ret)
+		return ret;
+	for (i = 0; i < n; i++) {
+		if (!ret && !vb2r_fence_is_ours(fences[i]) && !dma_fence_is_signaled(fences[i])) {
+			long r = dma_fence_wait_timeout(fences[i], true, left);
+
+			if (r < 0)
+				ret = r;
+			else if (r == 0)
+				ret = -ETIMEDOUT;
+			else
+				left = r;
+		}
+		dma_fence_put(fences[i]);
+	}
+	kfree(fences);
+	*waited_ns = ktime_get_ns() - t0;
+	return ret;
+}
+
+bool vb2r_dmabuf_others_busy(struct dma_buf *dmabuf)
+{
+	struct dma_resv_iter cursor;
+	struct dma_fence *f;
+	bool busy = false;
+
+	dma_resv_iter_begin(&cursor, dmabuf->resv, DMA_RESV_USAGE_BOOKKEEP);
+	dma_resv_for_each_fence_unlocked(&cursor, f) {
+		if (!vb2r_fence_is_ours(f) && !dma_fence_is_signaled(f)) {
+			busy = true;
+			break;
+		}
+	}
+	dma_resv_iter_end(&cursor);
+	return busy;
 }
 
 static void vb2r_watchdog_fn(struct work_struct *w);
@@ -899,6 +1021,12 @@ void vb2r_dmabuf_put(struct dma_buf *dmabuf)
 	dma_buf_put(dmabuf);
 }
 
+struct dma_buf *vb2r_dmabuf_ref(struct dma_buf *dmabuf)
+{
+	get_dma_buf(dmabuf);
+	return dmabuf;
+}
+
 struct vb2r_fence {
 	struct dma_fence base;	/* first: the default release kfree_rcu()s the dma_fence pointer */
 #if !VB2R_FENCE_INDEPENDENT
@@ -940,6 +1068,12 @@ static const struct dma_fence_ops vb2r_fence_ops = {
 	.release = vb2r_fence_release,
 #endif
 };
+
+/* One of ours: our ops while pending (7.2+ detaches them on signal; a signaled fence is no wait). */
+static bool vb2r_fence_is_ours(struct dma_fence *f)
+{
+	return rcu_access_pointer(f->ops) == &vb2r_fence_ops;
+}
 
 u64 vb2r_fence_context(void)
 {

@@ -222,8 +222,8 @@ void vb2r_vdev_driver(struct video_device *vdev, char *buf, size_t len);
 
 /*
  * vb2r_hooks_get() - the hook tables for @vdev: copies of its v4l2_file_operations and
- * v4l2_ioctl_ops in which release, reqbufs, remove_bufs, qbuf, dqbuf, expbuf, streamon and
- * streamoff (those the driver has) are replaced by wrappers that call vb2r_rs_pre/post() with
+ * v4l2_ioctl_ops in which release, unlocked_ioctl, reqbufs, remove_bufs, qbuf, dqbuf, expbuf,
+ * streamon and streamoff (those the driver has) are replaced by wrappers that call vb2r_rs_pre/post() with
  * @rs_node around the original. Entries the driver leaves NULL stay NULL, so the node's
  * valid_ioctls (computed at registration) still match. The tables made earlier for @vdev are
  * reused when the driver's tables are still the same (their wrapper entries are written back
@@ -246,6 +246,46 @@ struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node);
  */
 void vb2r_hooks_install(struct vb2r_hooks *h);
 void vb2r_hooks_remove(struct vb2r_hooks *h);
+
+/* ---------------------------------------------------------------------------------------------
+ * Waiting for other devices' readers before a CAPTURE buffer goes back to the hardware.
+ *
+ * The unlocked_ioctl file operation of an attached node is wrapped too: for VIDIOC_QBUF of a
+ * capture buffer type (native ioctl numbers only) it calls vb2r_rs_qbuf_wait() *before* the
+ * V4L2 core takes its serialization lock, so that a wait for a GPU's fences never holds the
+ * queue lock (vpu_mutex on hantro). A nonzero return fails the ioctl with it; otherwise the
+ * driver's unlocked_ioctl runs as usual.
+ */
+
+/* What vb2r_rs_qbuf_wait() learns of the QBUF (copied from userspace by C). */
+struct vb2r_qbuf_wait {
+	u32 type;
+	u32 index;
+	u32 memory;
+	u32 nplanes;              /* DMABUF: entries in fds[] */
+	s32 fds[VB2R_MAX_PLANES];
+	struct file *file;
+};
+
+/* Context: process, no lock held, in the ioctl of @w->file. */
+int vb2r_rs_qbuf_wait(void *rs_node, const struct vb2r_qbuf_wait *w);
+
+/*
+ * vb2r_param_wait_readers() - the wait_readers parameter (0644); and its bound in ms.
+ * Context: any.
+ */
+bool vb2r_param_wait_readers(void);
+u32 vb2r_param_wait_readers_timeout_ms(void);
+
+/*
+ * vb2r_dmabuf_wait_others() - wait, interruptibly and at most @timeout_ms, for every unsignaled
+ * fence on @dmabuf's resv, of any usage, that is not one of ours. Returns 0 (none left),
+ * -ERESTARTSYS (a signal) or -ETIMEDOUT, and the time waited in *waited_ns.
+ * vb2r_dmabuf_others_busy() - whether such a fence is unsignaled now (lock-free).
+ * Context: process (wait; may sleep, allocates a fence array); any (busy).
+ */
+int vb2r_dmabuf_wait_others(struct dma_buf *dmabuf, u32 timeout_ms, u64 *waited_ns);
+bool vb2r_dmabuf_others_busy(struct dma_buf *dmabuf);
 
 /* ---------------------------------------------------------------------------------------------
  * Watchdog, explicit sync.
@@ -454,6 +494,8 @@ void vb2r_mdev_hooks_remove(struct video_device *vdev);
 struct dma_buf *vb2r_dmabuf_get(int fd);
 struct dma_buf *vb2r_dmabuf_get_export(int fd, struct vb2_queue *q, u32 index, u32 plane);
 void vb2r_dmabuf_put(struct dma_buf *dmabuf);
+/* vb2r_dmabuf_ref() - another reference on @dmabuf; returns it. Context: any. */
+struct dma_buf *vb2r_dmabuf_ref(struct dma_buf *dmabuf);
 
 /*
  * vb2r_fence_context() - a new fence context (dma_fence_context_alloc(1)).

@@ -515,6 +515,19 @@ impl Queue {
         }
     }
 
+    /// New references to the exports of buffer `index` (process context).
+    pub(crate) fn exports_of(&self, index: u32) -> KVec<DmaBuf> {
+        let mut out = KVec::new();
+        if let Some(b) = self.bufs.lock().get(index as usize) {
+            for d in b.exports.iter() {
+                if out.push(d.new_ref(), GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// Mode `dqbuf`: a fence attached at DQBUF, already signaled (process context, after the
     /// driver returned buffer `index` with `outcome`).
     pub(crate) fn dqbuf_fence(&self, index: u32, outcome: Outcome, imported: &[DmaBuf]) -> Result {

@@ -675,6 +675,87 @@ unsafe extern "C" fn vb2r_rs_req_queue(_rs_node: *mut c_void, bufs: *const ffi::
     published
 }
 
+/// The dma-bufs of CAPTURE buffer `index` of `q`: the exports the module knows and the DMABUF
+/// fds of the QBUF (process context).
+fn buffer_dmabufs(q: *mut Vb2Queue, index: u32, memory: u32, fds: &[i32]) -> KVec<DmaBuf> {
+    let mut out = match state().find_queue(q) {
+        Some(queue) => queue.exports_of(index),
+        None => KVec::new(),
+    };
+    if memory == V4L2_MEMORY_DMABUF {
+        for &fd in fds {
+            if let Some(d) = DmaBuf::from_fd(fd) {
+                if out.push(d, GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// # Safety
+///
+/// Called by glue.c's unlocked_ioctl wrapper only (glue.h): `rs_node` as for
+/// [`vb2r_rs_pre`], `w` valid, process context with no lock held.
+///
+/// Before a capture QBUF takes the V4L2 lock: with `wait_readers` on, wait (interruptibly,
+/// bounded by `wait_readers_timeout_ms`) for the fences other devices left on the buffer's
+/// dma-bufs, so that the hardware never writes a picture a GPU is still sampling. A signal
+/// fails the QBUF with -ERESTARTSYS (restarted or -EINTR, as V4L2 users expect of a blocking
+/// ioctl); the bound with -ETIMEDOUT and a log line. O_NONBLOCK files wait too: V4L2's
+/// O_NONBLOCK concerns DQBUF, and ffmpeg (which opens the decoder O_NONBLOCK) does not expect
+/// -EAGAIN from QBUF; the wait is bounded.
+#[no_mangle]
+unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *const ffi::QbufWait) -> c_int {
+    // SAFETY: see the function's safety section.
+    let (node, w) = unsafe { (&*(rs_node as *const Node), &*w) };
+    // SAFETY: reads module parameters.
+    let (on, timeout_ms) = unsafe {
+        (
+            ffi::vb2r_param_wait_readers(),
+            ffi::vb2r_param_wait_readers_timeout_ms(),
+        )
+    };
+    if !on || !node.is_live() || !is_video_capture(w.type_) {
+        return 0;
+    }
+    let mut m2m = 0;
+    // SAFETY: in an ioctl of `w.file`; the queue is a lookup key only (no lock is held).
+    let q = unsafe { ffi::vb2r_file_queue(w.file, w.type_, &mut m2m) };
+    if q.is_null() {
+        return 0;
+    }
+    let fds = &w.fds[..(w.nplanes as usize).min(w.fds.len())];
+    let bufs = buffer_dmabufs(q, w.index, w.memory, fds);
+    if !bufs.iter().any(|d| d.others_busy()) {
+        return 0;
+    }
+    let mut waited = 0u64;
+    for d in bufs.iter() {
+        let left = timeout_ms.saturating_sub((waited / 1_000_000) as u32);
+        let (r, ns) = d.wait_others(left);
+        waited += ns;
+        if let Err(e) = r {
+            if e == ETIMEDOUT {
+                node.counters.readers_timeouts.fetch_add(1, Ordering::Relaxed);
+                pr_warn!(
+                    "{:?}: QBUF of buffer {}: other devices' fences still unsignaled after {} ms (wait_readers_timeout_ms): -ETIMEDOUT\n",
+                    Bytes(node.name.bytes()),
+                    w.index,
+                    timeout_ms
+                );
+            }
+            return e.to_errno();
+        }
+    }
+    node.counters.readers_waited.fetch_add(1, Ordering::Relaxed);
+    node.counters
+        .readers_longest_ns
+        .fetch_max(waited, Ordering::Relaxed);
+    0
+}
+
 /// The watchdog's pass (glue.h: every 100 ms from the system workqueue while a node is
 /// attached): ends the fences pending for longer than `fence_timeout_ms` with -ETIMEDOUT.
 #[no_mangle]
@@ -755,7 +836,19 @@ fn pre(node: &Node, c: &mut Call) -> Result {
     let mode = st.mode();
     match c.op {
         op::QBUF => {
-            if !node.is_live() || !matches!(mode, Mode::Queue | Mode::Strict) {
+            if !node.is_live() {
+                return Ok(());
+            }
+            // Counted in every mode: the hardware is about to get a buffer that another device
+            // may still be reading (after any wait_readers wait: a reader that started since).
+            let fds = &c.fds[..(c.nplanes as usize).min(c.fds.len())];
+            if buffer_dmabufs(q, c.index, c.memory, fds)
+                .iter()
+                .any(|d| d.others_busy())
+            {
+                node.counters.readers_busy.fetch_add(1, Ordering::Relaxed);
+            }
+            if !matches!(mode, Mode::Queue | Mode::Strict) {
                 return Ok(());
             }
             let owner = owner_of(q, m2m, c);

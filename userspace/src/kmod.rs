@@ -91,7 +91,12 @@ impl Control {
 
     /// VB2_RESV_IOC_SYNC_FILE: a sync_file of buffer `index` of the `type_` queue of the V4L2
     /// fd `v4l2_fd` (its pending vb2_resv fence, or a signaled one), and whether it was pending.
-    pub fn sync_file(&self, v4l2_fd: RawFd, type_: u32, index: u32) -> nix::Result<(OwnedFd, bool)> {
+    pub fn sync_file(
+        &self,
+        v4l2_fd: RawFd,
+        type_: u32,
+        index: u32,
+    ) -> nix::Result<(OwnedFd, bool)> {
         let mut a = SyncFileArg {
             v4l2_fd,
             type_,

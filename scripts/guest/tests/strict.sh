@@ -60,3 +60,34 @@ t_fence_explicit_sync_file() {
 	dmesg_since syncfile | dmesg_complaints || fail "kernel complained"
 	return 0
 }
+
+# The reverse hazard: a fence another device left on a CAPTURE dma-buf (vgem, WRITE as panfrost
+# attaches its job fence, and READ) holds the hardware off the buffer until signaled, on vivid,
+# vim2m and visl; the timeout and signal paths; an O_NONBLOCK client keeps decoding. With
+# wait_readers off the QBUF goes through at once (and is counted).
+t_fence_waits_for_readers() {
+	load_drivers vivid vgem || fail "modprobe vivid vgem"
+	modprobe vim2m default_transtime=20 || fail "modprobe vim2m"
+	modprobe visl visl_transtime_ms=20 || fail "modprobe visl"
+	insmod_vb2r mode=strict attach=vivid,vim2m,visl || fail "insmod mode=strict"
+	dmesg_mark readers
+	local dev
+	for dev in vivid vim2m visl; do
+		"$QTEST" waits-for-readers --dev $dev || fail "$dev: the hardware was not held off"
+	done
+	grep -H 'readers' /sys/kernel/debug/vb2_resv/video*
+	dmesg_since readers | grep -c 'wait_readers_timeout_ms' | grep -qx 3 || fail "want one timeout line per device"
+	# Off: the QBUF goes through at once; the counter still sees the busy reader.
+	echo 0 >/sys/module/vb2_resv/parameters/wait_readers
+	if "$QTEST" waits-for-readers --dev vivid >/tmp/readers-off.log 2>&1; then
+		cat /tmp/readers-off.log
+		fail "passed with wait_readers=0"
+	fi
+	grep FAIL /tmp/readers-off.log
+	local busy
+	busy=$(vb2r_counter 'readers busy at QBUF')
+	echo "wait_readers=0: readers busy at QBUF: $busy"
+	[ "${busy:-0}" -ge 1 ] || fail "the busy reader was not counted with wait_readers=0"
+	dmesg_since readers | dmesg_complaints || fail "kernel complained"
+	return 0
+}

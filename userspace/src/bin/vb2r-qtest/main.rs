@@ -18,8 +18,9 @@ use vb2r::sys::{self, FenceInfo};
 use vb2r::v4l2::{self, Queue};
 
 mod races;
-mod strict;
+mod readers;
 mod stress;
+mod strict;
 
 #[derive(Parser)]
 #[command(about)]
@@ -132,6 +133,13 @@ enum Check {
         dev: Dev,
         #[arg(long, default_value_t = 400)]
         ops: u32,
+    },
+    /// The reverse hazard: a vgem fence (WRITE as panfrost's, then READ) on a CAPTURE dma-buf
+    /// holds QBUF (and so the hardware) off the buffer until signaled; the timeout and signal
+    /// paths; an O_NONBLOCK client keeps decoding. Sets wait_readers_timeout_ms.
+    WaitsForReaders {
+        #[arg(long, value_enum, default_value = "vivid")]
+        dev: Dev,
     },
     /// Mode strict on vivid: no fence before STREAMON, armed at STREAMON and at QBUF while
     /// streaming.
@@ -778,6 +786,7 @@ fn main() {
         Check::Unbind { dev, streaming } => races::unbind(&cli, *dev, *streaming),
         Check::StreamonError => races::streamon_error(&cli),
         Check::StrictCapture => strict::capture(&cli),
+        Check::WaitsForReaders { dev } => readers::waits_for_readers(&cli, *dev),
         Check::StrictM2m => strict::m2m(&cli),
         Check::StrictVisl { slices, sync_file } => strict::visl_jobs(&cli, *slices, *sync_file),
         Check::Watchdog => strict::watchdog(&cli),

@@ -33,7 +33,12 @@ fn pending(e: &File) -> Result<bool> {
 fn expect_pending(what: &str, e: &File, want: bool) -> Result<()> {
     let (f, _) = fences(e)?;
     let got = ours(&f).iter().any(|x| x.pending());
-    ensure!(got == want, "{what}: want {} pending fence, found {}", if want { "a" } else { "no" }, describe(&f));
+    ensure!(
+        got == want,
+        "{what}: want {} pending fence, found {}",
+        if want { "a" } else { "no" },
+        describe(&f)
+    );
     println!("{what}: {}", describe(&f));
     Ok(())
 }
@@ -45,7 +50,11 @@ pub(crate) fn capture(cli: &Cli) -> Result<()> {
     let ex: Vec<File> = (0..n).map(|i| cap.expbuf(i, 0)).collect::<Result<_>>()?;
     for i in 0..n {
         cap.qbuf_mmap(i, 0).context("QBUF")?;
-        expect_pending(&format!("buffer {i} queued before STREAMON"), &ex[i as usize], false)?;
+        expect_pending(
+            &format!("buffer {i} queued before STREAMON"),
+            &ex[i as usize],
+            false,
+        )?;
     }
     cap.streamon()?;
     let mut armed_at_streamon = 0;
@@ -61,10 +70,18 @@ pub(crate) fn capture(cli: &Cli) -> Result<()> {
     ensure!(armed_at_streamon > 0, "STREAMON armed no fence");
     let (i, _) = cap.dqbuf().context("DQBUF")?;
     let (f, _) = fences(&ex[i as usize])?;
-    ensure!(f.iter().all(|x| !x.pending()), "buffer {i} dequeued with {}", describe(&f));
+    ensure!(
+        f.iter().all(|x| !x.pending()),
+        "buffer {i} dequeued with {}",
+        describe(&f)
+    );
     cap.qbuf_mmap(i, 0).context("re-QBUF")?;
     // Armed in QBUF while streaming; vivid fills at 30 frames/s, so it is still pending.
-    expect_pending(&format!("buffer {i} queued while streaming"), &ex[i as usize], true)?;
+    expect_pending(
+        &format!("buffer {i} queued while streaming"),
+        &ex[i as usize],
+        true,
+    )?;
     cap.streamoff()?;
     Ok(())
 }
@@ -97,7 +114,8 @@ pub(crate) fn m2m(cli: &Cli) -> Result<()> {
     out.dqbuf().context("OUTPUT DQBUF")?;
     // Two more jobs: CAPTURE 1 and 2; 3 has none.
     out.qbuf_mmap(1, size).context("OUTPUT QBUF")?;
-    out.qbuf_mmap(2, size.min(no * size)).context("OUTPUT QBUF")?;
+    out.qbuf_mmap(2, size.min(no * size))
+        .context("OUTPUT QBUF")?;
     expect_pending("CAPTURE 1 after two more OUTPUT buffers", &ex[1], true)?;
     expect_pending("CAPTURE 2 after two more OUTPUT buffers", &ex[2], true)?;
     expect_pending("CAPTURE 3 after two more OUTPUT buffers", &ex[3], false)?;
@@ -126,7 +144,13 @@ fn visl(cli: &Cli) -> Result<Visl> {
 
 /// One sample of a CAPTURE buffer while a job may run: its bytes written (not the sentinel)
 /// first, then its fence, then whether it is still queued.
-fn sample(cap: &Queue, map: &DmaBufMap, e: &File, index: u32, sentinel: u8) -> Result<(bool, i32, bool)> {
+fn sample(
+    cap: &Queue,
+    map: &DmaBufMap,
+    e: &File,
+    index: u32,
+    sentinel: u8,
+) -> Result<(bool, i32, bool)> {
     // Not through DMA_BUF_IOCTL_SYNC: it would wait for the very fence under test.
     let written = map.peek(|b| b.iter().step_by(4096).any(|&x| x != sentinel));
     let (f, _) = fences(e)?;
@@ -157,28 +181,39 @@ pub(crate) fn visl_jobs(cli: &Cli, slices: u32, check_sync_file: bool) -> Result
     for (i, e) in ex.iter().enumerate() {
         expect_pending(&format!("CAPTURE {i}, no request yet"), e, false)?;
     }
-    let ctl = if check_sync_file { Some(Control::open()?) } else { None };
+    let ctl = if check_sync_file {
+        Some(Control::open()?)
+    } else {
+        None
+    };
     for k in 0..slices {
         let hold = k + 1 < slices;
         // The sentinel again (a held buffer keeps the previous slice's bytes): a written sample
         // is then this job's write.
         map.access(sys::DMA_BUF_SYNC_WRITE, |b| b.fill(SENTINEL))?;
         let req = Request::alloc(&v.media).context("MEDIA_IOC_REQUEST_ALLOC")?;
-        out.qbuf_mmap_request(k, 64, req.as_raw_fd(), 1000, hold).context("OUTPUT QBUF into the request")?;
+        out.qbuf_mmap_request(k, 64, req.as_raw_fd(), 1000, hold)
+            .context("OUTPUT QBUF into the request")?;
         // The request is queued from a second thread (the ioctl runs visl's job); this one
         // samples CAPTURE 0 until the job's OUTPUT buffer is done.
         let mut during = 0u32;
         let mut violation = None::<String>;
         let mut kept = None::<OwnedFd>;
         std::thread::scope(|sc| -> Result<()> {
-            let h = sc.spawn(|| req.queue().map_err(|e| anyhow::anyhow!("MEDIA_REQUEST_IOC_QUEUE: {e}")));
+            let h = sc.spawn(|| {
+                req.queue()
+                    .map_err(|e| anyhow::anyhow!("MEDIA_REQUEST_IOC_QUEUE: {e}"))
+            });
             let t0 = Instant::now();
             loop {
                 let (written, st, queued) = sample(&cap, &map, &ex[0], 0, SENTINEL)?;
                 // Last: whether the job is still running. Its OUTPUT buffer completes before
                 // the fence of a slice that holds CAPTURE 0 ends, so a fence seen ended while
                 // the OUTPUT buffer is not done yet ended too early.
-                let running = !out.querybuf(k).map(|f| f.contains(BufferFlags::DONE)).unwrap_or(true);
+                let running = !out
+                    .querybuf(k)
+                    .map(|f| f.contains(BufferFlags::DONE))
+                    .unwrap_or(true);
                 if queued && written && running {
                     during += 1;
                     if st != 0 && violation.is_none() {
@@ -192,22 +227,34 @@ pub(crate) fn visl_jobs(cli: &Cli, slices: u32, check_sync_file: bool) -> Result
                         }
                     }
                 }
-                let done = out.querybuf(k).map(|f| f.contains(BufferFlags::DONE)).unwrap_or(true);
+                let done = out
+                    .querybuf(k)
+                    .map(|f| f.contains(BufferFlags::DONE))
+                    .unwrap_or(true);
                 if (h.is_finished() && done) || t0.elapsed() > Duration::from_secs(10) {
                     break;
                 }
             }
-            h.join().map_err(|_| anyhow::anyhow!("the request thread panicked"))?
+            h.join()
+                .map_err(|_| anyhow::anyhow!("the request thread panicked"))?
         })?;
         if let Some(v) = violation {
             bail!("{v}");
         }
         ensure!(during > 0, "slice {k}: never sampled CAPTURE 0 while its job wrote it (visl_transtime_ms too short?)");
-        println!("slice {k}{}: {} samples during the job, fence pending in each", if hold { " (hold)" } else { "" }, during);
+        println!(
+            "slice {k}{}: {} samples during the job, fence pending in each",
+            if hold { " (hold)" } else { "" },
+            during
+        );
         if let Some(sf) = kept {
             // The control device's sync_file: the same fence, signaled with the job.
             let info = sys::sync_file_info(&sf)?;
-            ensure!(info.len() == 1 && info[0].status == 1, "slice {k}: the sync_file taken during the job: {}", describe(&info));
+            ensure!(
+                info.len() == 1 && info[0].status == 1,
+                "slice {k}: the sync_file taken during the job: {}",
+                describe(&info)
+            );
             println!("slice {k}: the control device's sync_file was pending during the job and is signaled now");
         } else if check_sync_file {
             bail!("slice {k}: no pending sync_file from the control device during the job");
@@ -219,7 +266,10 @@ pub(crate) fn visl_jobs(cli: &Cli, slices: u32, check_sync_file: bool) -> Result
         expect_pending(&format!("CAPTURE 0 after slice {k}"), &ex[0], false)?;
         expect_pending(&format!("CAPTURE 1 after slice {k}"), &ex[1], false)?;
         if hold {
-            ensure!(fl.contains(BufferFlags::QUEUED) && !fl.contains(BufferFlags::DONE), "slice {k} held CAPTURE 0, but it is {fl:?}");
+            ensure!(
+                fl.contains(BufferFlags::QUEUED) && !fl.contains(BufferFlags::DONE),
+                "slice {k} held CAPTURE 0, but it is {fl:?}"
+            );
         }
         let (oi, _) = out.dqbuf().context("OUTPUT DQBUF")?;
         ensure!(oi == k, "OUTPUT DQBUF {oi}, want {k}");
@@ -227,21 +277,51 @@ pub(crate) fn visl_jobs(cli: &Cli, slices: u32, check_sync_file: bool) -> Result
     let (i, _) = cap.dqbuf().context("CAPTURE DQBUF")?;
     ensure!(i == 0, "CAPTURE DQBUF gave {i}, want 0");
     let (f, _) = fences(&ex[0])?;
-    ensure!(f.iter().all(|x| !x.pending()), "CAPTURE 0 dequeued with {}", describe(&f));
+    ensure!(
+        f.iter().all(|x| !x.pending()),
+        "CAPTURE 0 dequeued with {}",
+        describe(&f)
+    );
     if let Some(c) = &ctl {
-        let (fd, pend) = c.sync_file(v.dev.as_raw_fd(), cap.qt as u32, 0).context("sync_file of an idle buffer")?;
+        let (fd, pend) = c
+            .sync_file(v.dev.as_raw_fd(), cap.qt as u32, 0)
+            .context("sync_file of an idle buffer")?;
         let info = sys::sync_file_info(&fd)?;
-        ensure!(!pend && info.iter().all(|x| !x.pending()), "an idle buffer's sync_file: {}", describe(&info));
+        ensure!(
+            !pend && info.iter().all(|x| !x.pending()),
+            "an idle buffer's sync_file: {}",
+            describe(&info)
+        );
         let null = File::open("/dev/null")?;
         let want = |what: &str, r: nix::Result<(OwnedFd, bool)>, e: Errno| -> Result<()> {
-            ensure!(matches!(r, Err(x) if x == e), "{what}: got {:?}, want {e}", r.map(|x| x.1));
+            ensure!(
+                matches!(r, Err(x) if x == e),
+                "{what}: got {:?}, want {e}",
+                r.map(|x| x.1)
+            );
             println!("{what}: {e}");
             Ok(())
         };
-        want("sync_file of fd 999", c.sync_file(999, cap.qt as u32, 0), Errno::EBADF)?;
-        want("sync_file of /dev/null", c.sync_file(null.as_raw_fd(), cap.qt as u32, 0), Errno::ENOTTY)?;
-        want("sync_file of index 1000", c.sync_file(v.dev.as_raw_fd(), cap.qt as u32, 1000), Errno::EINVAL)?;
-        want("sync_file of buffer type 99", c.sync_file(v.dev.as_raw_fd(), 99, 0), Errno::EINVAL)?;
+        want(
+            "sync_file of fd 999",
+            c.sync_file(999, cap.qt as u32, 0),
+            Errno::EBADF,
+        )?;
+        want(
+            "sync_file of /dev/null",
+            c.sync_file(null.as_raw_fd(), cap.qt as u32, 0),
+            Errno::ENOTTY,
+        )?;
+        want(
+            "sync_file of index 1000",
+            c.sync_file(v.dev.as_raw_fd(), cap.qt as u32, 1000),
+            Errno::EINVAL,
+        )?;
+        want(
+            "sync_file of buffer type 99",
+            c.sync_file(v.dev.as_raw_fd(), 99, 0),
+            Errno::EINVAL,
+        )?;
     }
     Ok(())
 }
@@ -276,14 +356,21 @@ pub(crate) fn watchdog(cli: &Cli) -> Result<()> {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             });
-            req.queue().map_err(|e| anyhow::anyhow!("MEDIA_REQUEST_IOC_QUEUE: {e}"))
+            req.queue()
+                .map_err(|e| anyhow::anyhow!("MEDIA_REQUEST_IOC_QUEUE: {e}"))
         })?;
         let (i, flags) = cap.dqbuf().context("CAPTURE DQBUF")?;
         out.dqbuf().context("OUTPUT DQBUF")?;
-        let sf = sf.into_inner().unwrap().with_context(|| format!("job {k}: its fence was never seen pending"))?;
+        let sf = sf
+            .into_inner()
+            .unwrap()
+            .with_context(|| format!("job {k}: its fence was never seen pending"))?;
         let st = status_of(&sf)?;
         println!("job {k}: CAPTURE {i} ({flags:?}), its fence ended with {st}");
-        ensure!(st == -110, "job {k}: fence status {st}, want -ETIMEDOUT (-110)");
+        ensure!(
+            st == -110,
+            "job {k}: fence status {st}, want -ETIMEDOUT (-110)"
+        );
     }
     println!("both jobs completed after their fences timed out: the stream went on");
     Ok(())
