@@ -482,9 +482,9 @@ fn build_tree_checks(rel: &str, kdir: &Path, r: &mut Report) {
 /// The known stateless H.264 decoders, by driver name.
 fn decoder_name(driver: &str) -> &'static str {
     match driver {
-        "hantro-vpu" => "hantro (VDPU2 on the RK3566)",
-        "rkvdec" => "rkvdec (Rockchip VDPU34x)",
-        "visl" => "visl (virtual stateless decoder, tests only)",
+        "hantro-vpu" => "hantro, VDPU2 on the RK3566",
+        "rkvdec" => "Rockchip VDPU34x",
+        "visl" => "virtual stateless decoder, tests only",
         _ => "stateless decoder",
     }
 }
@@ -499,7 +499,7 @@ fn decoder_checks(dt: &crate::probe::DeviceTree, r: &mut Report) {
         .iter()
         .map(|n| {
             format!(
-                "{}: {} ({}), requests {}, media {}",
+                "{}: {}: {}, requests {}, media {}",
                 n.path,
                 n.driver,
                 decoder_name(&n.driver),
@@ -530,7 +530,7 @@ fn decoder_checks(dt: &crate::probe::DeviceTree, r: &mut Report) {
                 "decoder",
                 Status::Ok,
                 format!(
-                    "{} ({}, {}): the stateless H.264 decoder verify uses",
+                    "{} ({}: {}): the stateless H.264 decoder verify uses",
                     n.path,
                     n.driver,
                     decoder_name(&n.driver)
