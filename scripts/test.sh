@@ -149,6 +149,14 @@ run_guests() { # runs every guest at once; writes "dir<TAB>status" lines to $OUT
 	return $rc
 }
 
+# The board kit's host tests (docs/pinetab2.md): run when VB2R_TESTS is unset or names them.
+# kconfig.pinetab2 (four arm64 olddefconfigs, mostly one core) runs alongside the guests.
+want_board() { [ -z "${VB2R_TESTS:-}" ] || [[ " ${VB2R_TESTS//,/ } " == *" $1 "* ]]; }
+GUEST_TESTS=$(for t in $GUEST_TESTS; do case "$t" in kconfig.pinetab2 | package.pkgbuild) ;; *) printf '%s ' "$t" ;; esac; done)
+GUEST_TESTS=${GUEST_TESTS% }
+kconfig_pid=""
+if want_board kconfig.pinetab2; then "$here/kconfig-pinetab2.sh" check >"$OUT/kconfig-pinetab2.log" 2>&1 & kconfig_pid=$!; fi
+
 guest_args=()
 if [ -n "${VB2R_TESTS:-}" ] && [ -z "$GUEST_TESTS" ]; then
 	: # only host tests were asked for: no guest
@@ -167,6 +175,21 @@ if want_host setup.clone-anywhere; then
 	else
 		echo "not ok - setup.clone-anywhere # not run: the kernel, the module or the userspace binaries did not build" >>"$host_results"
 	fi
+fi
+
+if want_board package.pkgbuild; then
+	if [ $kmod_ok = 1 ] && [ "$userspace_ok" = 0 ]; then
+		phase package-pkgbuild "$here/test-pkgbuild.sh" "$KDIR" "${KMAKE[@]}"
+		grep -E '^(not )?ok - package\.pkgbuild' "$OUT/package-pkgbuild.log" >>"$host_results" ||
+			echo "not ok - package.pkgbuild # no result: see build/test/package-pkgbuild.log" >>"$host_results"
+	else
+		echo "not ok - package.pkgbuild # not run: the module or the userspace binaries did not build" >>"$host_results"
+	fi
+fi
+if [ -n "$kconfig_pid" ]; then
+	wait "$kconfig_pid"
+	grep -E '^(not )?ok - kconfig\.pinetab2' "$OUT/kconfig-pinetab2.log" >>"$host_results" ||
+		echo "not ok - kconfig.pinetab2 # no result: see build/test/kconfig-pinetab2.log" >>"$host_results"
 fi
 
 # 4. Report.

@@ -16,6 +16,7 @@
 
 pub mod classify;
 pub mod decode;
+pub mod doctor;
 pub mod evidence;
 pub mod gpu;
 pub mod h264;

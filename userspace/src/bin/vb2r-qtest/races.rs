@@ -338,7 +338,7 @@ pub(crate) fn unbind(cli: &Cli, which: Dev, streaming: bool) -> Result<()> {
         "a fence is still pending after unbind and close: {st:?}"
     );
     ensure!(
-        st.iter().any(|&x| x == -ECANCELED),
+        st.contains(&-ECANCELED),
         "no fence ended with -ECANCELED, yet buffers were queued that the hardware never got: {st:?}"
     );
     for (i, e) in exports.iter().enumerate() {
