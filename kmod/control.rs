@@ -99,7 +99,7 @@ impl MiscDevice for Control {
 
 /// One ioctl of `/dev/vb2_resv` (process context).
 fn dispatch(cmd: u32, arg: usize) -> Result<isize> {
-    let st = crate::state();
+    let st = crate::state::state();
     match cmd {
         // The fd is passed by value: `ioctl(ctl, VB2_RESV_IOC_ATTACH, fd)`.
         VB2_RESV_IOC_ATTACH => {

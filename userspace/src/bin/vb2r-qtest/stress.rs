@@ -357,7 +357,7 @@ pub(crate) fn random_ops(dev: Dev, ops: u32, seed: u64) -> Result<u32> {
     };
     let path = v4l2::find_node(driver, name)?;
     let ctl = Control::open()?;
-    ctl.set_mode(Mode::Queue)?;
+    ctl.set_mode(Mode::Queue).context("VB2_RESV_IOC_SET_MODE")?;
     let mut node = Node {
         path: path.clone(),
         feed,
