@@ -97,8 +97,13 @@ pub trait FrameHook {
     fn queued(&mut self, _frame: usize, _buf: &CaptureBuffer) -> Result<()> {
         Ok(())
     }
-    /// Just after DQBUF of `frame`; `error` = V4L2_BUF_FLAG_ERROR; `cpu` = the CPU view read
-    /// after DQBUF.
+    /// Just after DQBUF of `frame`, before anything reads the buffer through the CPU (a
+    /// compositor never does: a sampler that looks here sees the buffer as it would).
+    fn dqbuf_done(&mut self, _frame: usize, _buf: &CaptureBuffer, _error: bool) -> Result<()> {
+        Ok(())
+    }
+    /// After [`FrameHook::dqbuf_done`] and the CPU copy; `error` = V4L2_BUF_FLAG_ERROR; `cpu` =
+    /// the CPU view read after DQBUF.
     fn dequeued(
         &mut self,
         _frame: usize,
@@ -230,13 +235,25 @@ const SC_NONE: u32 = bindings::v4l2_stateless_h264_start_code_V4L2_STATELESS_H26
 const SC_ANNEX_B: u32 =
     bindings::v4l2_stateless_h264_start_code_V4L2_STATELESS_H264_START_CODE_ANNEX_B;
 
-/// The vb2_resv attachment of this run; detaches on drop if this run attached.
+/// The vb2_resv attachment of this run; detaches on drop if this run attached, and sets the
+/// module's (module-wide) mode back if this run changed it.
 struct ModuleGuard {
     ctl: Option<Control>,
     /// A dup of the decoder's fd: detach works whatever order the rest is dropped in.
     dev: Option<File>,
     attached_here: bool,
+    /// The mode (VB2_RESV_IOC_GET_MODE's number) before this run set its own.
+    restore: Option<u32>,
     info: report::ModuleInfo,
+}
+
+fn mode_name(m: u32) -> String {
+    match m {
+        0 => "off".to_string(),
+        1 => "dqbuf".to_string(),
+        2 => "queue".to_string(),
+        x => x.to_string(),
+    }
 }
 
 impl ModuleGuard {
@@ -253,39 +270,48 @@ impl ModuleGuard {
                 ctl: None,
                 dev: None,
                 attached_here: false,
+                restore: None,
                 info: report::ModuleInfo {
                     loaded: false,
                     attach: "no".into(),
                     mode: None,
+                    mode_before: None,
                 },
             });
         }
         let ctl = Control::open()?;
+        let mut guard = ModuleGuard {
+            ctl: None,
+            dev: None,
+            attached_here: false,
+            restore: None,
+            info: report::ModuleInfo {
+                loaded: true,
+                attach: "no".into(),
+                mode: None,
+                mode_before: None,
+            },
+        };
         if let Some(m) = mode {
+            let before = ctl.mode().context("VB2_RESV_IOC_GET_MODE")?;
             ctl.set_mode(m)
                 .with_context(|| format!("VB2_RESV_IOC_SET_MODE({})", m.name()))?;
+            guard.restore = Some(before);
+            guard.info.mode_before = Some(mode_name(before));
         }
+        // From here on the guard owns the control device: an early return sets the mode back.
+        guard.ctl = Some(ctl);
+        guard.dev = Some(dev.try_clone().context("dup of the decoder fd")?);
+        let ctl = guard.ctl.as_ref().expect("just set");
         let attach = match ctl.attach(dev.as_raw_fd()) {
             Ok(()) => "attached",
             Err(nix::errno::Errno::EBUSY) | Err(nix::errno::Errno::EEXIST) => "already",
             Err(e) => bail!("vb2_resv cannot attach to the decoder: VB2_RESV_IOC_ATTACH: {e}"),
         };
-        let mode = ctl.mode().ok().map(|m| match m {
-            0 => "off".to_string(),
-            1 => "dqbuf".to_string(),
-            2 => "queue".to_string(),
-            x => x.to_string(),
-        });
-        Ok(ModuleGuard {
-            attached_here: attach == "attached",
-            dev: Some(dev.try_clone().context("dup of the decoder fd")?),
-            ctl: Some(ctl),
-            info: report::ModuleInfo {
-                loaded: true,
-                attach: attach.into(),
-                mode,
-            },
-        })
+        guard.info.mode = ctl.mode().ok().map(mode_name);
+        guard.attached_here = attach == "attached";
+        guard.info.attach = attach.into();
+        Ok(guard)
     }
 }
 
@@ -294,6 +320,14 @@ impl Drop for ModuleGuard {
         if let (true, Some(ctl), Some(dev)) = (self.attached_here, &self.ctl, &self.dev) {
             if let Err(e) = ctl.detach(dev.as_raw_fd()) {
                 eprintln!("warning: vb2_resv detach: {e}");
+            }
+        }
+        if let (Some(ctl), Some(m)) = (&self.ctl, self.restore) {
+            if let Err(e) = ctl.set_mode_raw(m as i32) {
+                eprintln!(
+                    "warning: vb2_resv: cannot set the mode back to {}: {e}",
+                    mode_name(m)
+                );
             }
         }
     }
@@ -1313,6 +1347,7 @@ impl Decoder {
             );
         }
         let error = b.has_error();
+        hook.dqbuf_done(f.frame, &self.captures[f.buf], error)?;
         // In async mode, the queue thread's answers for this picture (its request-queue time).
         while self
             .queue_thread

@@ -64,6 +64,9 @@ pub struct ModuleInfo {
     pub attach: String,
     /// The module's mode during the run (VB2_RESV_IOC_GET_MODE), if loaded.
     pub mode: Option<String>,
+    /// The mode before this run changed it (`--mode`): it is module-wide, and is set back when
+    /// the run ends, failed or not. None when the run did not change it.
+    pub mode_before: Option<String>,
 }
 
 /// One fence of the CAPTURE dma-buf's write fences (SYNC_IOC_FILE_INFO).

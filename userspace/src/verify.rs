@@ -39,17 +39,21 @@ pub enum ImportArg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SampleAt {
-    /// Right after DQBUF (the V4L2 contract; what mpv + KWin do).
+    /// Right after DQBUF (the V4L2 contract; what mpv + KWin do), before the CPU copy.
     Dqbuf,
     /// Right after the request was queued, before DQBUF (the decoder may still be writing).
     Queued,
+    /// After DQBUF and after the CPU copy of the buffer (the order before issue 12: the 3 MB
+    /// copy delays the GPU read and can hide a race right after DQBUF).
+    DqbufCpuFirst,
 }
 
 impl SampleAt {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             SampleAt::Dqbuf => "dqbuf",
             SampleAt::Queued => "queued",
+            SampleAt::DqbufCpuFirst => "dqbuf-cpu-first",
         }
     }
 }
@@ -86,8 +90,13 @@ pub enum Fault {
     Zero,
     /// The buffer holds the previous frame at "queued" (a reference copy), the frame after.
     Previous,
-    /// Never writes the buffer at all: both views are the sentinel.
+    /// Never writes the buffer at all: the CPU view is the sentinel (unwritten).
     Skip,
+    /// Writes only the top half of the picture, ever: the CPU view keeps sentinel runs (partial).
+    Partial,
+    /// The top half holds the previous frame at "queued", the bottom half the new one; the whole
+    /// frame after (stale: older bytes, which no early read can show).
+    Stale,
     /// Flags every frame with V4L2_BUF_FLAG_ERROR.
     Error,
     /// The GPU imports the chroma plane one row early (a layout bug): mismatch.
@@ -265,6 +274,9 @@ pub struct Sampler<'g> {
     queueings: HashMap<u32, u64>,
     pending: HashMap<usize, Pending>,
     previous: VecDeque<(usize, Vec<u8>)>,
+    /// Each buffer's last CPU view (decode index, packed bytes): the pool's reuse distance can
+    /// be longer than PREVIOUS_KEPT frames.
+    history: HashMap<u32, (usize, Vec<u8>)>,
     buffers: BTreeSet<u32>,
     layout: Option<Nv12Layout>,
     pub frames: Vec<FrameResult>,
@@ -293,6 +305,7 @@ impl<'g> Sampler<'g> {
             queueings: HashMap::new(),
             pending: HashMap::new(),
             previous: VecDeque::new(),
+            history: HashMap::new(),
             buffers: BTreeSet::new(),
             layout: None,
             frames: Vec::new(),
@@ -371,6 +384,14 @@ impl<'g> Sampler<'g> {
         Ok(())
     }
 
+    /// Right after DQBUF, before anything reads the buffer through the CPU.
+    pub fn dqbuf_done(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
+        if self.sample_at == SampleAt::Dqbuf {
+            self.sample_now(frame, buf)?;
+        }
+        Ok(())
+    }
+
     pub fn dequeued(
         &mut self,
         frame: usize,
@@ -378,7 +399,7 @@ impl<'g> Sampler<'g> {
         error: bool,
         cpu_raw: &[u8],
     ) -> Result<()> {
-        if self.sample_at == SampleAt::Dqbuf {
+        if self.sample_at == SampleAt::DqbufCpuFirst {
             self.sample_now(frame, buf)?;
         }
         let l = buf.layout();
@@ -391,11 +412,26 @@ impl<'g> Sampler<'g> {
         if pend.samples.is_empty() {
             bail!("frame {frame} was never sampled (the decoder did not call the queued hook)");
         }
-        let prev: Vec<(usize, &[u8])> = self
+        let mut prev: Vec<(usize, &[u8])> = self
             .previous
             .iter()
             .map(|(i, v)| (*i, v.as_slice()))
             .collect();
+        let mut own: Vec<&(usize, Vec<u8>)> = self
+            .history
+            .values()
+            .filter(|(i, _)| !self.previous.iter().any(|(j, _)| j == i))
+            .collect();
+        // This buffer's own earlier contents first, then the other buffers', newest first.
+        own.sort_by_key(|(i, _)| std::cmp::Reverse(*i));
+        if let Some(k) = own
+            .iter()
+            .position(|(i, _)| self.history.get(&pend.buffer).is_some_and(|(j, _)| j == i))
+        {
+            let mine = own.remove(k);
+            own.insert(0, mine);
+        }
+        prev.extend(own.iter().map(|(i, v)| (*i, v.as_slice())));
         let mut paths = Vec::new();
         for (p, s) in &pend.samples {
             let verdict = classify::classify(&classify::Frame {
@@ -443,6 +479,7 @@ impl<'g> Sampler<'g> {
             error_flag: error,
             paths,
         });
+        self.history.insert(pend.buffer, (frame, cpu.clone()));
         self.previous.push_front((frame, cpu));
         self.previous.truncate(PREVIOUS_KEPT);
         Ok(())
@@ -457,6 +494,9 @@ impl FrameHook for DecodeHook<'_, '_> {
     }
     fn queued(&mut self, frame: usize, buf: &CaptureBuffer) -> Result<()> {
         self.0.queued(frame, buf)
+    }
+    fn dqbuf_done(&mut self, frame: usize, buf: &CaptureBuffer, _error: bool) -> Result<()> {
+        self.0.dqbuf_done(frame, buf)
     }
     fn dequeued(
         &mut self,
@@ -566,12 +606,21 @@ fn run_synthetic(
                     b.write(&mut |m| m.copy_from_slice(p))?
                 }
             }
-            Fault::Late | Fault::Skip => {}
+            Fault::Stale => b.write(&mut |m| {
+                m.copy_from_slice(&content);
+                if let Some(p) = &last {
+                    m[..half].copy_from_slice(&p[..half]);
+                }
+            })?,
+            Fault::Late | Fault::Skip | Fault::Partial => {}
         }
         s.queued(f, b)?;
-        if fault != Fault::Skip {
-            b.write(&mut |m| m.copy_from_slice(&content))?;
+        match fault {
+            Fault::Skip => {}
+            Fault::Partial => b.write(&mut |m| m[..half].copy_from_slice(&content[..half]))?,
+            _ => b.write(&mut |m| m.copy_from_slice(&content))?,
         }
+        s.dqbuf_done(f, b)?;
         let cpu = b.map.read()?;
         s.dequeued(f, b, fault == Fault::Error, &cpu)?;
         last = Some(content);
