@@ -62,13 +62,28 @@ pub struct CaptureBuffer {
     pub index: u32,
     pub layout: Nv12Layout,
     map: sys::DmaBufMap,
+    /// A dup of the decoder's fd, for QUERYBUF.
+    dev: File,
 }
 
 impl CaptureBuffer {
-    fn new(index: u32, dmabuf: File, layout: Nv12Layout) -> Result<CaptureBuffer> {
+    fn new(index: u32, dmabuf: File, layout: Nv12Layout, dev: File) -> Result<CaptureBuffer> {
         let what = format!("CAPTURE buffer {index}'s dma-buf");
         let map = sys::DmaBufMap::new(dmabuf, layout.size as usize, &what)?;
-        Ok(CaptureBuffer { index, layout, map })
+        Ok(CaptureBuffer {
+            index,
+            layout,
+            map,
+            dev,
+        })
+    }
+
+    /// VIDIOC_QUERYBUF's flags now: V4L2_BUF_FLAG_QUEUED without V4L2_BUF_FLAG_DONE means the
+    /// driver still owns the buffer (the decode has not finished).
+    pub fn v4l2_flags(&self) -> Result<u32> {
+        let q: ioctl::QueryBuffer = ioctl::querybuf(&self.dev, CAP_Q, self.index as usize)
+            .map_err(|e| anyhow!("QUERYBUF CAPTURE {}: {e}", self.index))?;
+        Ok(q.flags.bits())
     }
 
     /// The exported dma-buf.
@@ -876,7 +891,8 @@ impl Decoder {
                 ExpbufFlags::RDWR | ExpbufFlags::CLOEXEC,
             )
             .map_err(|e| anyhow!("{video}: EXPBUF CAPTURE {i}: {e}"))?;
-            captures.push(CaptureBuffer::new(i, fd, layout)?);
+            let dup = dev.try_clone().context("dup of the decoder fd")?;
+            captures.push(CaptureBuffer::new(i, fd, layout, dup)?);
         }
         let format = report::FormatInfo {
             decode_mode: if mode == DecodeMode::Frame {

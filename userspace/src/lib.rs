@@ -23,5 +23,6 @@ pub mod kmod;
 pub mod probe;
 pub mod report;
 pub mod sys;
+pub mod truth;
 pub mod v4l2;
 pub mod verify;

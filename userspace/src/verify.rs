@@ -20,11 +20,13 @@ use crate::gpu::{
     RgbDiff,
 };
 use crate::kmod::{self, Mode};
+use crate::truth::{FrameMd5, TruthInfo};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// The JSON schema name of one arm's report.
 pub const SCHEMA: &str = "vb2-resv.verify/1";
@@ -56,6 +58,18 @@ impl SampleAt {
             SampleAt::DqbufCpuFirst => "dqbuf-cpu-first",
         }
     }
+}
+
+/// What the sampler waits for before the GPU reads (`--latch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Latch {
+    /// Nothing: the GPU reads at once (wlroots, Weston: they rely on the GPU driver's implicit
+    /// sync).
+    None,
+    /// poll(POLLIN) on the dma-buf until it is readable, as KWin (TransactionDmaBufLocker) and
+    /// Mutter do before they latch a client buffer: waits for the buffer's write fences on the CPU.
+    Poll,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -101,6 +115,9 @@ pub enum Fault {
     Error,
     /// The GPU imports the chroma plane one row early (a layout bug): mismatch.
     UvOffset,
+    /// Writes a wrong picture (one byte changed in the middle frame) the same way for the CPU
+    /// and the GPU: `correct` to the sampler, caught only by the ground truth (`decode_ok`).
+    Corrupt,
 }
 
 /// `vb2-resv verify`'s arguments.
@@ -116,6 +133,10 @@ pub struct VerifyArgs {
     /// When the GPU samples (a comma list runs one arm each).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dqbuf")]
     pub sample_at: Vec<SampleAt>,
+    /// Before the GPU reads: nothing, or poll(POLLIN) on the dma-buf as KWin does; a comma list
+    /// runs one arm each.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
+    pub latch: Vec<Latch>,
     /// EGLImage lifetime: cached per buffer (KWin) or per frame (Weston); a comma list runs one arm each.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
     pub images: Vec<ImagesArg>,
@@ -160,6 +181,45 @@ pub struct VerifyArgs {
     /// The stand-in decoder's frame size, WxH.
     #[arg(long, default_value = "320x240", value_parser = parse_size)]
     pub size: (u32, u32),
+    /// The stand-in decoder writes these pictures (raw NV12 of --size, packed, as
+    /// `ffmpeg -pix_fmt nv12 -f rawvideo` writes them) instead of made-up ones.
+    #[arg(long)]
+    pub yuv: Option<PathBuf>,
+    /// The ground truth: ffmpeg's framemd5 of the stream (default: NAME.framemd5.txt beside
+    /// NAME.h264). Every frame's CPU view after DQBUF is checked against it (`decode_ok`).
+    #[arg(long)]
+    pub framemd5: Option<PathBuf>,
+}
+
+/// What the CAPTURE buffer looked like around one GPU sample: the proof that the decoder was
+/// (or was not) still working on it when the GPU read it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SampleProof {
+    /// VIDIOC_QUERYBUF flags just before the latch and GPU read, and just after the read (None:
+    /// not a V4L2 buffer).
+    pub flags_before: Option<u32>,
+    pub flags_after: Option<u32>,
+    /// V4L2_BUF_FLAG_QUEUED without V4L2_BUF_FLAG_DONE before the read began: the driver still
+    /// owned the buffer, i.e. the decode had provably not finished.
+    pub busy_before: Option<bool>,
+    /// The same, after the read ended: the decode had not finished even then.
+    pub busy_after: Option<bool>,
+    /// The dma-buf's write fences just before the read (EXPORT_SYNC_FILE(READ)): some pending,
+    /// and the driver of the first pending one.
+    pub fence_pending: bool,
+    pub fence_driver: Option<String>,
+    /// How long the latch (poll(POLLIN)) waited, with `--latch poll`.
+    pub latch_wait_us: Option<u64>,
+    /// How long the GPU sample (import when not cached, draw, readback) took: a GPU that waits
+    /// for the fence blocks here.
+    pub gpu_read_us: u64,
+}
+
+const FLAG_QUEUED: u32 = v4l2r::bindings::V4L2_BUF_FLAG_QUEUED;
+const FLAG_DONE: u32 = v4l2r::bindings::V4L2_BUF_FLAG_DONE;
+
+fn busy(flags: Option<u32>) -> Option<bool> {
+    flags.map(|f| f & FLAG_QUEUED != 0 && f & FLAG_DONE == 0)
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -189,6 +249,10 @@ pub trait NvBuffer {
     fn fd(&self) -> BorrowedFd<'_>;
     fn layout(&self) -> Nv12Layout;
     fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()>;
+    /// VIDIOC_QUERYBUF's flags, for a V4L2 buffer.
+    fn v4l2_flags(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl NvBuffer for CaptureBuffer {
@@ -203,6 +267,9 @@ impl NvBuffer for CaptureBuffer {
     }
     fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
         self.write_cpu(|b| f(b))
+    }
+    fn v4l2_flags(&self) -> Option<u32> {
+        CaptureBuffer::v4l2_flags(self).ok()
     }
 }
 
@@ -239,10 +306,19 @@ pub struct PathVerdict {
 #[derive(Clone, Debug, Serialize)]
 pub struct FrameResult {
     pub frame: usize,
+    /// Position in display order (the ground truth's line).
+    pub display_index: usize,
+    /// MD5 of the visible NV12 picture in the CPU view after DQBUF (ffmpeg's framemd5 way).
+    pub md5: String,
+    /// The CPU view equals ffmpeg's decode of this frame; None when there is no ground truth
+    /// (see the arm's `ground_truth`).
+    pub decode_ok: Option<bool>,
     pub buffer: u32,
     /// How many times this buffer had been queued before (the sentinel's seed).
     pub queueing: u64,
     pub error_flag: bool,
+    /// The buffer's state around the GPU sample.
+    pub sample: SampleProof,
     pub paths: Vec<PathVerdict>,
 }
 
@@ -251,6 +327,7 @@ struct Pending {
     queueing: u64,
     sentinel: Vec<u8>,
     samples: Vec<(ImportPath, gpu::Sample)>,
+    proof: SampleProof,
 }
 
 struct Shot {
@@ -267,6 +344,7 @@ pub struct Sampler<'g> {
     paths: Vec<ImportPath>,
     images: Images,
     sample_at: SampleAt,
+    latch: Latch,
     rgb: bool,
     chosen: Option<usize>,
     /// Synthetic fault that changes the import (uv-offset).
@@ -281,6 +359,9 @@ pub struct Sampler<'g> {
     layout: Option<Nv12Layout>,
     pub frames: Vec<FrameResult>,
     shots: HashMap<ImportPath, Shot>,
+    /// The reference MD5s, and each decode-order frame's display index.
+    truth: Option<FrameMd5>,
+    display_of: Vec<usize>,
 }
 
 const PREVIOUS_KEPT: usize = 8;
@@ -291,6 +372,7 @@ impl<'g> Sampler<'g> {
         paths: Vec<ImportPath>,
         images: Images,
         sample_at: SampleAt,
+        latch: Latch,
         rgb: bool,
         chosen: Option<usize>,
     ) -> Self {
@@ -299,6 +381,7 @@ impl<'g> Sampler<'g> {
             paths,
             images,
             sample_at,
+            latch,
             rgb,
             chosen,
             uv_shift: false,
@@ -310,6 +393,8 @@ impl<'g> Sampler<'g> {
             layout: None,
             frames: Vec::new(),
             shots: HashMap::new(),
+            truth: None,
+            display_of: Vec::new(),
         }
     }
 
@@ -333,6 +418,7 @@ impl<'g> Sampler<'g> {
                 queueing,
                 sentinel: pack(&raw, &l)?,
                 samples: Vec::new(),
+                proof: SampleProof::default(),
             },
         );
         Ok(())
@@ -355,6 +441,26 @@ impl<'g> Sampler<'g> {
             },
             modifier: l.modifier,
         };
+        let mut proof = SampleProof {
+            flags_before: buf.v4l2_flags(),
+            ..Default::default()
+        };
+        proof.busy_before = busy(proof.flags_before);
+        let (fences, _sf) = crate::sys::write_fences(&buf.fd())?;
+        if let Some(f) = fences.iter().find(|f| f.pending()) {
+            proof.fence_pending = true;
+            proof.fence_driver = Some(f.driver.clone());
+        }
+        if self.latch == Latch::Poll {
+            let (waited, ready) = crate::sys::poll_in(&buf.fd(), Duration::from_secs(10))?;
+            if !ready {
+                bail!(
+                    "frame {frame}: the dma-buf did not become readable within 10 s (--latch poll)"
+                );
+            }
+            proof.latch_wait_us = Some(waited.as_micros() as u64);
+        }
+        let t = Instant::now();
         let mut samples = Vec::new();
         for &p in &self.paths {
             let s = self
@@ -363,12 +469,16 @@ impl<'g> Sampler<'g> {
                 .with_context(|| format!("frame {frame}, {} import", p.name()))?;
             samples.push((p, s));
         }
+        proof.gpu_read_us = t.elapsed().as_micros() as u64;
+        proof.flags_after = buf.v4l2_flags();
+        proof.busy_after = busy(proof.flags_after);
         let pend = self
             .pending
             .get_mut(&frame)
             .ok_or_else(|| anyhow!("frame {frame} sampled before it was queued"))?;
         if pend.samples.is_empty() {
             pend.samples = samples;
+            pend.proof = proof;
         }
         Ok(())
     }
@@ -472,11 +582,21 @@ impl<'g> Sampler<'g> {
                 rgb,
             });
         }
+        let display_index = self.display_of.get(frame).copied().unwrap_or(frame);
+        let md5 = crate::report::checksums(cpu_raw, &l).md5;
+        let decode_ok = self.truth.as_ref().and_then(|t| {
+            let size = crate::truth::visible_size(l.visible_width, l.visible_height);
+            t.check(display_index, size, &md5)
+        });
         self.frames.push(FrameResult {
             frame,
+            display_index,
+            md5,
+            decode_ok,
             buffer: pend.buffer,
             queueing: pend.queueing,
             error_flag: error,
+            sample: pend.proof,
             paths,
         });
         self.history.insert(pend.buffer, (frame, cpu.clone()));
@@ -567,23 +687,63 @@ pub fn synthetic_frame(n: usize, l: &Nv12Layout) -> Vec<u8> {
 }
 
 /// Runs the synthetic stand-in decoder: 4 buffers in turn, `n` frames.
+/// Reads `n` packed visible NV12 pictures of `vw`x`vh` from `path` and lays each out in `l`.
+fn yuv_frames(path: &Path, n: usize, l: &Nv12Layout) -> Result<Vec<Vec<u8>>> {
+    let (vw, vh) = (l.visible_width as usize, l.visible_height as usize);
+    let one = crate::truth::visible_size(l.visible_width, l.visible_height);
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if data.len() % one != 0 || data.len() / one < n {
+        bail!(
+            "{}: {} bytes is not {n} or more NV12 pictures of {vw}x{vh} ({one} bytes each)",
+            path.display(),
+            data.len()
+        );
+    }
+    let (s, uv, uvw) = (l.stride as usize, l.uv_offset as usize, vw.div_ceil(2) * 2);
+    Ok(data
+        .chunks_exact(one)
+        .take(n)
+        .enumerate()
+        .map(|(k, pic)| {
+            // The padding around the picture changes with the frame, as a decoder's would.
+            let mut raw = vec![(k as u8).wrapping_mul(37) | 1; l.size as usize];
+            for y in 0..vh {
+                raw[y * s..y * s + vw].copy_from_slice(&pic[y * vw..(y + 1) * vw]);
+            }
+            let c = &pic[vw * vh..];
+            for y in 0..vh.div_ceil(2) {
+                raw[uv + y * s..uv + y * s + uvw].copy_from_slice(&c[y * uvw..(y + 1) * uvw]);
+            }
+            raw
+        })
+        .collect())
+}
+
+/// Runs the synthetic stand-in decoder: 4 buffers in turn, `n` frames, made up or from `yuv`.
+/// Its buffers have a decoder's layout: the coded size in macroblocks, 64-byte row alignment.
 fn run_synthetic(
     s: &mut Sampler<'_>,
     n: usize,
     size: (u32, u32),
     fault: Fault,
+    yuv: Option<&Path>,
 ) -> Result<serde_json::Value> {
     let (w, h) = size;
-    let stride = w.div_ceil(64) * 64;
+    let (cw, ch) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
+    let stride = cw.div_ceil(64) * 64;
     let layout = Nv12Layout {
-        width: w,
-        height: h,
+        width: cw,
+        height: ch,
         visible_width: w,
         visible_height: h,
         stride,
-        uv_offset: stride * h,
-        size: stride * h * 3 / 2,
+        uv_offset: stride * ch,
+        size: stride * ch * 3 / 2,
         modifier: gpu::DRM_FORMAT_MOD_LINEAR,
+    };
+    let pictures = match yuv {
+        Some(p) => Some(yuv_frames(p, n, &layout)?),
+        None => None,
     };
     let bufs: Vec<HeapBuffer> = (0..4)
         .map(|i| HeapBuffer::new(i, layout))
@@ -592,11 +752,19 @@ fn run_synthetic(
     let mut last: Option<Vec<u8>> = None;
     for f in 0..n {
         let b = &bufs[f % bufs.len()];
-        let content = synthetic_frame(f, &layout);
+        let mut content = match &pictures {
+            Some(p) => p[f].clone(),
+            None => synthetic_frame(f, &layout),
+        };
+        if fault == Fault::Corrupt && f == n / 2 {
+            let mid = (layout.visible_height as usize / 2) * layout.stride as usize
+                + layout.visible_width as usize / 2;
+            content[mid] ^= 0x20;
+        }
         s.before_qbuf(f, b)?;
         let half = (layout.uv_offset as usize) / 2;
         match fault {
-            Fault::None | Fault::Error | Fault::UvOffset => {
+            Fault::None | Fault::Error | Fault::UvOffset | Fault::Corrupt => {
                 b.write(&mut |m| m.copy_from_slice(&content))?
             }
             Fault::Half => b.write(&mut |m| m[..half].copy_from_slice(&content[..half]))?,
@@ -630,8 +798,33 @@ fn run_synthetic(
         "card": "CPU-written stand-in decoder on /dev/dma_heap/system",
         "fault": fault,
         "frames": n,
+        "pictures": yuv.map_or_else(|| "made up".to_string(), |p| p.display().to_string()),
         "capture": layout,
     }))
+}
+
+/// The busy-proof counts of one arm (see [`ArmReport::busy`]).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BusyCounts {
+    pub busy: usize,
+    pub busy_correct: usize,
+    pub busy_raced: usize,
+}
+
+impl BusyCounts {
+    fn of(frames: &[FrameResult]) -> BusyCounts {
+        let mut c = BusyCounts::default();
+        for f in frames.iter().filter(|f| f.sample.busy_before == Some(true)) {
+            c.busy += 1;
+            if f.paths.iter().all(|p| p.verdict.content == Class::Correct) {
+                c.busy_correct += 1;
+            }
+            if f.paths.iter().any(|p| p.verdict.content.is_race()) {
+                c.busy_raced += 1;
+            }
+        }
+        c
+    }
 }
 
 /// One arm's report (`vb2-resv.verify/1`).
@@ -642,6 +835,7 @@ pub struct ArmReport {
     /// The module mode set for this arm (None: left as it was).
     pub mode: Option<String>,
     pub sample_at: SampleAt,
+    pub latch: Latch,
     pub images: Images,
     /// The decoder: its DecodeReport (device, format, per-frame fences), or the synthetic one.
     pub decoder: serde_json::Value,
@@ -656,6 +850,14 @@ pub struct ArmReport {
     pub summary: BTreeMap<String, Counts>,
     /// Frames whose RGB readback was off by more than gpu::RGB_TOLERANCE, per import path.
     pub rgb_off: BTreeMap<String, usize>,
+    /// Samples that began while the decoder provably still owned the buffer (QUERYBUF: QUEUED,
+    /// not DONE), and of those, how many the GPU read correctly (it got the finished picture:
+    /// something made it wait) and how many raced (sentinel or torn), over every import path.
+    pub busy: BusyCounts,
+    /// The ground truth this arm's frames were checked against (`decode_ok`), or why not.
+    pub ground_truth: TruthInfo,
+    /// Frames whose CPU view differs from the ground truth (None: no ground truth).
+    pub decoder_wrong: Option<usize>,
     pub frames: Vec<FrameResult>,
     /// The triptych files written for this arm.
     pub pngs: Vec<String>,
@@ -664,10 +866,15 @@ pub struct ArmReport {
 impl ArmReport {
     fn label(&self) -> String {
         format!(
-            "{}-{}-{}",
+            "{}-{}-{}{}",
             self.mode.as_deref().unwrap_or("unchanged"),
             self.sample_at.name(),
-            self.images.name()
+            self.images.name(),
+            if self.latch == Latch::Poll {
+                "-poll"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -739,101 +946,177 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     if let Some(d) = &a.evidence {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
+    // The ground truth: ffmpeg's framemd5 (given, or beside the stream), and the display index
+    // of every decode-order picture (its line in the framemd5).
+    let truth_path = a
+        .framemd5
+        .clone()
+        .or_else(|| a.input.as_deref().and_then(FrameMd5::beside));
+    let truth = truth_path.as_deref().map(FrameMd5::load).transpose()?;
+    let display_of: Vec<usize> = match &a.input {
+        // A stream that does not parse fails in decode, with decode's message.
+        Some(p) => std::fs::read(p)
+            .ok()
+            .and_then(|d| crate::h264::parse(&d).ok())
+            .map(|st| st.pictures.iter().map(|p| p.display_index).collect())
+            .unwrap_or_default(),
+        None => (0..a.synthetic.unwrap_or(0)).collect(),
+    };
+    // visl runs an idle device's job inside MEDIA_REQUEST_IOC_QUEUE: without --async-queue a
+    // sample "right after queueing" is taken after the decode, and would prove nothing.
+    if a.input.is_some() && a.sample_at.contains(&SampleAt::Queued) && !a.decoder.async_queue {
+        let driver = match &a.decoder.device {
+            Some(d) => crate::probe::check_h264_decoder(d).map(|n| n.driver).ok(),
+            None => crate::probe::find_h264_decoder()
+                .map(|(n, _)| n.driver)
+                .ok(),
+        };
+        if driver.as_deref() == Some("visl") {
+            bail!("--sample-at queued on visl needs --async-queue: visl runs the job inside MEDIA_REQUEST_IOC_QUEUE, so without it every queued sample is taken after the decode");
+        }
+    }
     let mut reports = Vec::new();
     for &mode in &modes {
         for &sample_at in &a.sample_at {
             for &images in &images_list {
-                gpu.forget_all();
-                let imports = paths
-                    .iter()
-                    .map(|&p| gpu.check_import(p, images, gpu::DRM_FORMAT_MOD_LINEAR))
-                    .collect::<Result<Vec<_>>>()?;
-                let before: HashMap<ImportPath, usize> =
-                    paths.iter().map(|&p| (p, gpu.images_created(p))).collect();
-                let mut s = Sampler::new(
-                    &mut gpu,
-                    paths.clone(),
-                    images,
-                    sample_at,
-                    !a.no_rgb,
-                    a.frame,
-                );
-                let (decoder, driver) = match (&a.input, a.synthetic) {
-                    (Some(input), _) => {
-                        let opts = DecodeOptions {
-                            mode,
-                            ..decoder_opts.clone()
-                        };
-                        let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
-                        let driver = format!("{} ({})", r.device.driver, r.device.card);
-                        (serde_json::to_value(&r)?, driver)
-                    }
-                    (None, Some(n)) => (
-                        run_synthetic(&mut s, n, a.size, a.fault)?,
-                        "synthetic".to_string(),
-                    ),
-                    (None, None) => unreachable!("checked above"),
-                };
-                let mut summary = BTreeMap::new();
-                let mut rgb_off = BTreeMap::new();
-                for f in &s.frames {
-                    for pv in &f.paths {
-                        summary
-                            .entry(pv.import.name().to_string())
-                            .or_insert_with(Counts::default)
-                            .add(pv.verdict.class);
-                        let off = pv.rgb.iter().any(|r| r.over_tolerance > 0);
-                        *rgb_off.entry(pv.import.name().to_string()).or_insert(0) +=
-                            usize::from(off);
-                    }
-                }
-                let frames = std::mem::take(&mut s.frames);
-                let shots = std::mem::take(&mut s.shots);
-                let layout = s.layout;
-                let buffers = s.buffers.len();
-                drop(s);
-                let mut report = ArmReport {
-                    schema: SCHEMA,
-                    input: input_name.clone(),
-                    mode: mode.map(|m| m.name().to_string()),
-                    sample_at,
-                    images,
-                    decoder,
-                    decoder_driver: driver,
-                    gpu: gpu.info.clone(),
-                    imports,
-                    layout,
-                    buffers,
-                    images_created: paths
+                for &latch in &a.latch {
+                    gpu.forget_all();
+                    let imports = paths
                         .iter()
-                        .map(|&p| (p.name().to_string(), gpu.images_created(p) - before[&p]))
-                        .collect(),
-                    summary,
-                    rgb_off,
-                    frames,
-                    pngs: Vec::new(),
-                };
-                if let (Some(dir), Some(l)) = (&a.evidence, layout) {
-                    for (p, shot) in &shots {
-                        let file = format!("frame-{}-{}.png", report.label(), p.name());
-                        let (w, h, img) = evidence::triptych(
-                            &shot.cpu,
-                            &shot.gpu,
-                            geometry(&l),
-                            (l.visible_width, l.visible_height),
-                            [
-                                &format!("CPU VIEW FRAME {}", shot.frame),
-                                &format!("GPU {}: {}", p.name(), shot.class),
-                                &format!("DIFF\n{}", report.label()),
-                            ],
-                        );
-                        evidence::write_png(&dir.join(&file), w, h, &img)?;
-                        report.pngs.push(file);
+                        .map(|&p| gpu.check_import(p, images, gpu::DRM_FORMAT_MOD_LINEAR))
+                        .collect::<Result<Vec<_>>>()?;
+                    let before: HashMap<ImportPath, usize> =
+                        paths.iter().map(|&p| (p, gpu.images_created(p))).collect();
+                    let mut s = Sampler::new(
+                        &mut gpu,
+                        paths.clone(),
+                        images,
+                        sample_at,
+                        latch,
+                        !a.no_rgb,
+                        a.frame,
+                    );
+                    s.truth = truth.clone();
+                    s.display_of = display_of.clone();
+                    let (decoder, driver) = match (&a.input, a.synthetic) {
+                        (Some(input), _) => {
+                            let opts = DecodeOptions {
+                                mode,
+                                ..decoder_opts.clone()
+                            };
+                            let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
+                            let driver = format!("{} ({})", r.device.driver, r.device.card);
+                            (serde_json::to_value(&r)?, driver)
+                        }
+                        (None, Some(n)) => (
+                            run_synthetic(&mut s, n, a.size, a.fault, a.yuv.as_deref())?,
+                            "synthetic".to_string(),
+                        ),
+                        (None, None) => unreachable!("checked above"),
+                    };
+                    let mut summary = BTreeMap::new();
+                    let mut rgb_off = BTreeMap::new();
+                    for f in &s.frames {
+                        for pv in &f.paths {
+                            summary
+                                .entry(pv.import.name().to_string())
+                                .or_insert_with(Counts::default)
+                                .add(pv.verdict.class);
+                            let off = pv.rgb.iter().any(|r| r.over_tolerance > 0);
+                            *rgb_off.entry(pv.import.name().to_string()).or_insert(0) +=
+                                usize::from(off);
+                        }
                     }
-                    report.pngs.sort();
-                }
-                for (p, c) in &report.summary {
-                    println!(
+                    let mut frames = std::mem::take(&mut s.frames);
+                    let ground_truth = if driver.starts_with("visl ") {
+                        for f in &mut frames {
+                            f.decode_ok = None;
+                        }
+                        TruthInfo {
+                            status: "n/a".into(),
+                            source: None,
+                            reason: Some(
+                                "visl draws a test pattern instead of decoding: nothing to compare"
+                                    .into(),
+                            ),
+                        }
+                    } else if let Some(t) = &truth {
+                        TruthInfo {
+                            status: "compared".into(),
+                            source: Some(t.path.display().to_string()),
+                            reason: None,
+                        }
+                    } else {
+                        TruthInfo {
+                            status: "n/a".into(),
+                            source: None,
+                            reason: Some(if a.input.is_some() {
+                                "no framemd5 beside the stream (scripts/make-streams.sh) and no --framemd5".into()
+                            } else {
+                                "made-up pictures: no --framemd5".into()
+                            }),
+                        }
+                    };
+                    let decoder_wrong = (ground_truth.status == "compared")
+                        .then(|| frames.iter().filter(|f| f.decode_ok != Some(true)).count());
+                    let shots = std::mem::take(&mut s.shots);
+                    let layout = s.layout;
+                    let buffers = s.buffers.len();
+                    drop(s);
+                    let mut report = ArmReport {
+                        schema: SCHEMA,
+                        input: input_name.clone(),
+                        mode: mode.map(|m| m.name().to_string()),
+                        sample_at,
+                        latch,
+                        images,
+                        decoder,
+                        decoder_driver: driver,
+                        gpu: gpu.info.clone(),
+                        imports,
+                        layout,
+                        buffers,
+                        images_created: paths
+                            .iter()
+                            .map(|&p| (p.name().to_string(), gpu.images_created(p) - before[&p]))
+                            .collect(),
+                        summary,
+                        rgb_off,
+                        busy: BusyCounts::of(&frames),
+                        ground_truth,
+                        decoder_wrong,
+                        frames,
+                        pngs: Vec::new(),
+                    };
+                    if let (Some(dir), Some(l)) = (&a.evidence, layout) {
+                        for (p, shot) in &shots {
+                            let file = format!("frame-{}-{}.png", report.label(), p.name());
+                            let (w, h, img) = evidence::triptych(
+                                &shot.cpu,
+                                &shot.gpu,
+                                geometry(&l),
+                                (l.visible_width, l.visible_height),
+                                [
+                                    &format!("CPU VIEW FRAME {}", shot.frame),
+                                    &format!("GPU {}: {}", p.name(), shot.class),
+                                    &format!("DIFF\n{}", report.label()),
+                                ],
+                            );
+                            evidence::write_png(&dir.join(&file), w, h, &img)?;
+                            report.pngs.push(file);
+                        }
+                        report.pngs.sort();
+                    }
+                    if let Some(w) = report.decoder_wrong {
+                        println!(
+                            "arm {}: {w} of {} frames differ from the ground truth ({})",
+                            report.label(),
+                            report.frames.len(),
+                            report.ground_truth.source.as_deref().unwrap_or("-")
+                        );
+                    }
+                    for (p, c) in &report.summary {
+                        println!(
                         "arm {} {p}: {} frames: {}; EGLImages created {} for {} buffers; RGB off in {}",
                         report.label(),
                         c.total(),
@@ -846,8 +1129,9 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                         report.buffers,
                         report.rgb_off.get(p).copied().unwrap_or(0),
                     );
+                    }
+                    reports.push(report);
                 }
-                reports.push(report);
             }
         }
     }
@@ -885,12 +1169,24 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
             rows.push(evidence::Row {
                 mode: r.mode.clone().unwrap_or_else(|| "unchanged".into()),
                 sample_at: r.sample_at.name().into(),
+                latch: if r.latch == Latch::Poll {
+                    "poll"
+                } else {
+                    "none"
+                }
+                .into(),
+                busy: (r.sample_at == SampleAt::Queued).then_some((
+                    r.busy.busy,
+                    r.busy.busy_correct,
+                    r.busy.busy_raced,
+                )),
                 images: r.images.name().into(),
                 import: p.clone(),
                 counts: c.clone(),
                 images_created: r.images_created.get(p).copied().unwrap_or(0),
                 buffers: r.buffers,
                 rgb_off: r.rgb_off.get(p).copied().unwrap_or(0),
+                decoder_wrong: r.decoder_wrong,
                 fenced: r.decoder["summary"]["fences_pending_vb2_resv"]
                     .as_u64()
                     .map(|n| n as usize),
