@@ -538,10 +538,7 @@ pub fn decode(
     let mut by_out: Vec<&report::FrameRecord> = frames.iter().collect();
     by_out.sort_by_key(|r| r.output_position);
     display_order.extend(by_out.iter().map(|r| r.decode_index));
-    let display_order_ok = by_out
-        .windows(2)
-        .all(|w| w[0].display_index < w[1].display_index)
-        && by_out.len() == frames.len();
+    let display_order_ok = display_order_ok(&stream, &frames);
     let summary = report::Summary {
         frames: frames.len(),
         errors: frames.iter().filter(|r| r.error).count(),
@@ -591,6 +588,44 @@ pub fn decode(
         display_order,
         summary,
     })
+}
+
+/// The output order checked against the picture order counts, independently of the DPB output
+/// process (h264/refs.rs) that produced it: every frame output exactly once, and in increasing
+/// (period, POC), where a period starts at each IDR or MMCO 5 picture (all earlier pictures are
+/// output before it; its own POC counts as the lowest of its period).
+fn display_order_ok(stream: &Stream, frames: &[report::FrameRecord]) -> bool {
+    let mut period = 0u32;
+    let mut keys: Vec<(u32, i64)> = Vec::with_capacity(frames.len());
+    for (i, p) in stream.pictures.iter().take(frames.len()).enumerate() {
+        if i > 0 && (p.idr || p.mmco5) {
+            period += 1;
+        }
+        keys.push((period, if p.mmco5 { i64::MIN } else { i64::from(p.poc) }));
+    }
+    let outs: Vec<(usize, (u32, i64))> = frames
+        .iter()
+        .map(|r| {
+            (
+                r.output_position,
+                keys.get(r.decode_index).copied().unwrap_or_default(),
+            )
+        })
+        .collect();
+    order_ok(&outs)
+}
+
+/// (output position, sort key) per frame: the positions are 0..n, each once, and the keys
+/// increase with them.
+fn order_ok(outs: &[(usize, (u32, i64))]) -> bool {
+    let mut by_pos: Vec<Option<(u32, i64)>> = vec![None; outs.len()];
+    for &(pos, key) in outs {
+        match by_pos.get_mut(pos) {
+            Some(slot @ None) => *slot = Some(key),
+            _ => return false,
+        }
+    }
+    by_pos.windows(2).all(|w| w[0] < w[1])
 }
 
 struct Decoder {
@@ -1531,6 +1566,35 @@ mod tests {
                 },
             ),
         }
+    }
+
+    #[test]
+    fn order_is_checked_against_the_pocs() {
+        // I0 P1(poc 6) B2(poc 2) B3(poc 4), then an IDR: output I0 B2 B3 P1 IDR4.
+        let key = |period, poc| (period, i64::from(poc));
+        let good = [
+            (0, key(0, 0)),
+            (3, key(0, 6)),
+            (1, key(0, 2)),
+            (2, key(0, 4)),
+            (4, key(1, 0)),
+        ];
+        assert!(order_ok(&good));
+        // P1 output before B2: POCs out of order.
+        let mut bad = good;
+        bad[1].0 = 1;
+        bad[2].0 = 3;
+        assert!(!order_ok(&bad));
+        // A frame output twice, or never (usize::MAX), or a position past the end.
+        let mut twice = good;
+        twice[4].0 = 3;
+        assert!(!order_ok(&twice));
+        let mut never = good;
+        never[4].0 = usize::MAX;
+        assert!(!order_ok(&never));
+        // The IDR's POC 0 is after the earlier period's POC 6.
+        assert!(order_ok(&[(0, key(0, 6)), (1, key(1, 0))]));
+        assert!(!order_ok(&[(1, key(0, 6)), (0, key(1, 0))]));
     }
 
     #[test]

@@ -332,8 +332,8 @@ pub struct GpuInfo {
     pub gl_renderer: String,
     pub gl_version: String,
     pub software: bool,
-    /// Whether the GPU driver waits for a dma-buf's dma_resv fences in the kernel before it
-    /// reads it (None: unknown for this driver).
+    /// Whether the GPU waits for a dma-buf's dma_resv fences before it reads it, as measured
+    /// by crate::implicit (None: not measured, or inconclusive), and the measurement in words.
     pub implicit_sync: Option<bool>,
     pub implicit_sync_reason: String,
     pub formats: Vec<FormatInfo>,
@@ -685,8 +685,6 @@ impl Gpu {
             || ["llvmpipe", "softpipe", "swrast"]
                 .iter()
                 .any(|s| gl_renderer.to_lowercase().contains(s));
-        let (implicit_sync, implicit_sync_reason) =
-            implicit_sync(drm_driver.as_deref(), &gl_renderer, software);
 
         let programs = Programs::new(&gl)?;
         // SAFETY: the context is current.
@@ -720,8 +718,8 @@ impl Gpu {
                 gl_renderer,
                 gl_version,
                 software,
-                implicit_sync,
-                implicit_sync_reason,
+                implicit_sync: None,
+                implicit_sync_reason: "not measured".into(),
                 formats: Vec::new(),
             },
             created: HashMap::new(),
@@ -1450,46 +1448,6 @@ fn program(gl: &glow::Context, frag: &str) -> Result<glow::Program> {
     }
 }
 
-/// Whether a GPU driver waits in the kernel for the dma_resv fences of a buffer it imports.
-pub fn implicit_sync(
-    drm_driver: Option<&str>,
-    renderer: &str,
-    software: bool,
-) -> (Option<bool>, String) {
-    let r = renderer.to_lowercase();
-    if software {
-        return (
-            Some(false),
-            format!("{renderer}: a software renderer reads the dma-buf through its CPU mapping and waits for no dma_resv fence"),
-        );
-    }
-    let drv = drm_driver.map(str::to_lowercase).unwrap_or_default();
-    if drv == "panfrost" || r.contains("panfrost") {
-        (
-            Some(true),
-            "panfrost: the kernel driver waits for the dma_resv fences of every BO a job uses (kernel implicit sync)".into(),
-        )
-    } else if drv == "panthor" || r.contains("panthor") {
-        (
-            Some(false),
-            "panthor: no kernel implicit sync (the scheduler waits only for the fences userspace passes explicitly)".into(),
-        )
-    } else if ["lima", "etnaviv", "v3d", "msm", "i915", "amdgpu"].contains(&drv.as_str()) {
-        (
-            Some(true),
-            format!("{drv}: the kernel driver waits for dma_resv fences of shared buffers"),
-        )
-    } else {
-        (
-            None,
-            format!(
-                "unknown for DRM driver {} / renderer {renderer}",
-                drm_driver.unwrap_or("(none)")
-            ),
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1593,22 +1551,5 @@ mod tests {
         assert_eq!(px(81, 90, 240), vec![254, 0, 0]);
         let d = compare_rgb(&[10, 11, 12], &[10, 12, 15], Matrix::Bt709);
         assert_eq!((d.max_abs, d.over_tolerance), (3, 1));
-    }
-
-    #[test]
-    fn sync_by_driver() {
-        assert_eq!(
-            implicit_sync(Some("panfrost"), "Mali-G52 (Panfrost)", false).0,
-            Some(true)
-        );
-        assert_eq!(
-            implicit_sync(Some("panthor"), "Mali-G610 (Panthor)", false).0,
-            Some(false)
-        );
-        assert_eq!(
-            implicit_sync(None, "llvmpipe (LLVM 19.1.7, 256 bits)", true).0,
-            Some(false)
-        );
-        assert_eq!(implicit_sync(Some("foo"), "Foo", false).0, None);
     }
 }

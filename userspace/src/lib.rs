@@ -19,6 +19,7 @@ pub mod decode;
 pub mod evidence;
 pub mod gpu;
 pub mod h264;
+pub mod implicit;
 pub mod kmod;
 pub mod probe;
 pub mod report;

@@ -19,6 +19,7 @@ use crate::gpu::{
     self, DmaBufNv12, Gpu, GpuInfo, GpuOptions, Images, ImportInfo, ImportPath, Matrix, Platform,
     RgbDiff,
 };
+use crate::implicit::ImplicitSync;
 use crate::kmod::{self, Mode};
 use crate::truth::{FrameMd5, TruthInfo};
 use anyhow::{anyhow, bail, Context, Result};
@@ -189,6 +190,10 @@ pub struct VerifyArgs {
     /// NAME.h264). Every frame's CPU view after DQBUF is checked against it (`decode_ok`).
     #[arg(long)]
     pub framemd5: Option<PathBuf>,
+    /// Measure whether the GPU waits for a dma-buf's fences first: a vgem fence held this long
+    /// on a buffer it samples (needs vgem; 0: do not measure).
+    #[arg(long, default_value_t = 300)]
+    pub implicit_sync_hold_ms: u64,
 }
 
 /// What the CAPTURE buffer looked like around one GPU sample: the proof that the decoder was
@@ -841,6 +846,8 @@ pub struct ArmReport {
     pub decoder: serde_json::Value,
     pub decoder_driver: String,
     pub gpu: GpuInfo,
+    /// Whether this GPU waits for a dma-buf's fences, measured (crate::implicit).
+    pub implicit_sync: ImplicitSync,
     pub imports: Vec<ImportInfo>,
     pub layout: Option<Nv12Layout>,
     pub buffers: usize,
@@ -916,6 +923,13 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
             MatrixArg::Bt709 => Matrix::Bt709,
         },
     })?;
+    let implicit = if a.implicit_sync_hold_ms == 0 {
+        ImplicitSync::not_measured("--implicit-sync-hold-ms 0")
+    } else {
+        crate::implicit::measure(&mut gpu, Duration::from_millis(a.implicit_sync_hold_ms))?
+    };
+    gpu.info.implicit_sync = implicit.waits;
+    gpu.info.implicit_sync_reason = implicit.describe();
     println!(
         "GPU: {} on {} (EGL {} {}; {}), implicit sync: {}",
         gpu.info.gl_renderer,
@@ -923,11 +937,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
         gpu.info.egl_vendor,
         gpu.info.egl_version,
         gpu.info.gl_version,
-        match gpu.info.implicit_sync {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "unknown",
-        }
+        implicit.describe()
     );
     let modes: Vec<Option<Mode>> = if a.modes.is_empty() {
         vec![None]
@@ -1073,6 +1083,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                         decoder,
                         decoder_driver: driver,
                         gpu: gpu.info.clone(),
+                        implicit_sync: implicit.clone(),
                         imports,
                         layout,
                         buffers,
@@ -1197,7 +1208,7 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
     if let Some(r) = reports.first() {
         let g = &r.gpu;
         md.push_str(&format!(
-            "- input: `{}`\n- decoder: {}\n- GPU: {} (DRM driver: {}; render node: {}), {} via {}, EGL {} {}\n- kernel implicit sync by the GPU driver: {} ({})\n- EGL imports: {}\n",
+            "- input: `{}`\n- decoder: {}\n- GPU: {} (DRM driver: {}; render node: {}), {} via {}, EGL {} {}\n- GPU waits for dma-buf fences (implicit sync): {}\n- ground truth: {}\n- EGL imports: {}\n",
             r.input,
             r.decoder_driver,
             g.gl_renderer,
@@ -1207,12 +1218,12 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
             g.platform,
             g.egl_vendor,
             g.egl_version,
-            match g.implicit_sync {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "unknown",
-            },
             g.implicit_sync_reason,
+            match (&r.ground_truth.source, &r.ground_truth.reason) {
+                (Some(src), _) => format!("ffmpeg's framemd5 `{src}` (decoder wrong: frames whose CPU view differs)"),
+                (None, Some(why)) => format!("n/a: {why}"),
+                (None, None) => "n/a".into(),
+            },
             r.imports
                 .iter()
                 .map(|i| format!(
@@ -1231,6 +1242,8 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
             ));
         }
     }
+    md.push_str("- races (`sentinel`, `torn`) are classified on the `kwin` path (raw R8 + GR88 planes, byte for byte) only: the `external` path goes through the driver's YUV to RGB conversion and back, and the random sentinel is outside the YUV gamut, so a clamping sampler turns an early read into `mismatch`\n");
+    md.push_str("- busy at read: samples taken after queueing that began while QUERYBUF showed the buffer QUEUED and not DONE (the decoder provably still owned it); busy, correct: of those, the GPU read the finished picture (something made it wait); busy, raced: it read `sentinel` or `torn`. A fence works only where busy > 0 and busy, raced = 0\n");
     md.push('\n');
     md.push_str(&evidence::markdown_table(&rows));
     md.push_str("\nColumns: docs/rfc-evidence.md. Per-frame detail: the arm-*.json files; triptychs: frame-*.png.\n");
