@@ -582,7 +582,10 @@ pub fn decode(
             card: node.card.clone(),
             bus_info: node.bus_info.clone(),
         },
-        format: dec.format.clone(),
+        format: report::FormatInfo {
+            requests_in_flight: dec.max_in_flight,
+            ..dec.format.clone()
+        },
         vb2_resv: dec.module.info.clone(),
         frames,
         display_order,
@@ -642,12 +645,16 @@ struct Decoder {
     queue_thread: Option<QueueThread>,
     /// Time spent in MEDIA_REQUEST_IOC_QUEUE per picture (filled by acks in async mode).
     queue_times: std::collections::HashMap<usize, Duration>,
+    /// Most OUTPUT buffers (requests) queued and not yet dequeued at once, as measured.
+    max_in_flight: usize,
     /// Declared last: detaches after the buffers are gone.
     module: ModuleGuard,
     streaming: bool,
 }
 
 const OUT_Q: QueueType = QueueType::VideoOutputMplane;
+/// ffmpeg's AV_INPUT_BUFFER_PADDING_SIZE.
+const BITSTREAM_PADDING: usize = 64;
 const CAP_Q: QueueType = QueueType::VideoCaptureMplane;
 
 impl Decoder {
@@ -967,6 +974,7 @@ impl Decoder {
                 None
             },
             queue_times: Default::default(),
+            max_in_flight: 0,
             module,
             streaming: true,
         })
@@ -1074,6 +1082,10 @@ impl Decoder {
             slot.map.data[n + sc.len()..end].copy_from_slice(nal);
             n = end;
         }
+        // Zeroes after the bitstream, as ffmpeg pads its packets (AV_INPUT_BUFFER_PADDING_SIZE):
+        // a decoder that reads ahead finds no stale bytes of an earlier, longer picture.
+        let pad_end = (n + BITSTREAM_PADDING).min(slot.map.data.len());
+        slot.map.data[n..pad_end].fill(0);
         let rfd = slot
             .request
             .as_ref()
@@ -1113,6 +1125,9 @@ impl Decoder {
         ioctl::qbuf::<_, ()>(&self.dev, q)
             .map_err(|e| anyhow!("{video}: QBUF OUTPUT {} (request): {e}", slot.index))?;
         slot.busy = true;
+        let busy = self.outputs.iter().filter(|s| s.busy).count();
+        self.max_in_flight = self.max_in_flight.max(busy);
+        let slot = &mut self.outputs[slot_i];
         if let Some(qt) = self.queue_thread.as_mut() {
             let req = slot
                 .request
@@ -1142,10 +1157,34 @@ impl Decoder {
             .queue_thread
             .as_mut()
             .ok_or_else(|| anyhow!("a request is missing and there is no queue thread"))?;
-        let (slot, frame, req, r, dt) = qt
+        let ack = qt
             .rx
             .recv_timeout(timeout)
             .map_err(|e| anyhow!("{}: request-queue thread: {e}", self.video))?;
+        self.handle_ack(ack)
+    }
+
+    /// The answers the queue thread has already sent, without waiting: a failed
+    /// MEDIA_REQUEST_IOC_QUEUE is reported at once, not as a frame that never came.
+    fn drain_acks(&mut self) -> Result<()> {
+        loop {
+            let Some(qt) = self.queue_thread.as_mut() else {
+                return Ok(());
+            };
+            match qt.rx.try_recv() {
+                Ok(ack) => self.handle_ack(ack)?,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(e) => bail!("{}: request-queue thread: {e}", self.video),
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, ack: QueueAck) -> Result<()> {
+        let (slot, frame, req, r, dt) = ack;
+        let qt = self
+            .queue_thread
+            .as_mut()
+            .ok_or_else(|| anyhow!("a request is missing and there is no queue thread"))?;
         if let Some(n) = qt.outstanding.get_mut(&frame) {
             *n = n.saturating_sub(1);
         }
@@ -1362,8 +1401,23 @@ impl Decoder {
         let f = inflight
             .pop_front()
             .ok_or_else(|| anyhow!("nothing in flight"))?;
+        // poll(POLLIN) on the dma-buf, in short steps when a queue thread may report a failed
+        // request meanwhile.
+        let t0 = Instant::now();
+        let step = if self.queue_thread.is_some() {
+            Duration::from_millis(20)
+        } else {
+            timeout
+        };
+        let (blocked, ready) = loop {
+            self.drain_acks()?;
+            let left = timeout.saturating_sub(t0.elapsed());
+            let (_, r) = sys::poll_in(self.captures[f.buf].dmabuf(), step.min(left))?;
+            if r || t0.elapsed() >= timeout {
+                break (t0.elapsed(), r);
+            }
+        };
         let cb = &self.captures[f.buf];
-        let (blocked, ready) = sys::poll_in(cb.dmabuf(), timeout)?;
         let polled_at = Instant::now();
         if !wait_fd(self.dev.as_fd(), nix::poll::PollFlags::POLLIN, timeout)? {
             bail!(

@@ -949,7 +949,13 @@ impl Gpu {
                         );
                     }
                 };
-                let textures = self.bind_images(glow::TEXTURE_2D, &[yi, uvi])?;
+                let textures = match self.bind_images(glow::TEXTURE_2D, &[yi, uvi]) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.destroy_images(path, vec![yi, uvi]);
+                        return Err(e);
+                    }
+                };
                 Ok(Imported {
                     images: vec![yi, uvi],
                     textures,
@@ -984,7 +990,13 @@ impl Gpu {
                         b.key
                     )
                 })?;
-                let textures = self.bind_images(GL_TEXTURE_EXTERNAL_OES, &[img])?;
+                let textures = match self.bind_images(GL_TEXTURE_EXTERNAL_OES, &[img]) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.destroy_images(path, vec![img]);
+                        return Err(e);
+                    }
+                };
                 Ok(Imported {
                     images: vec![img],
                     textures,
@@ -1000,10 +1012,15 @@ impl Gpu {
             // SAFETY: the context is current; `img` is a live EGLImage of this display and
             // `image_target` is glEGLImageTargetTexture2DOES (checked non-null at open).
             unsafe {
-                let t = self
-                    .gl
-                    .create_texture()
-                    .map_err(|e| anyhow!("glGenTextures: {e}"))?;
+                let t = match self.gl.create_texture() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        for t in out {
+                            self.gl.delete_texture(t);
+                        }
+                        bail!("glGenTextures: {e}");
+                    }
+                };
                 self.gl.bind_texture(target, Some(t));
                 (self.image_target)(target, img.as_ptr());
                 let err = self.gl.get_error();

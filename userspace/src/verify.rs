@@ -278,10 +278,13 @@ impl NvBuffer for CaptureBuffer {
     }
 }
 
+/// What a compositor samples: the visible picture (mpv sizes its wl_buffer to it, and KWin
+/// imports the planes at that size with the decoder's stride and chroma offset), rounded up to
+/// even. The coded area's extra rows and columns are neither imported nor compared.
 fn geometry(l: &Nv12Layout) -> Geometry {
     Geometry {
-        width: l.width,
-        height: l.height,
+        width: l.visible_width.min(l.width).div_ceil(2) * 2,
+        height: l.visible_height.min(l.height).div_ceil(2) * 2,
     }
 }
 
@@ -433,11 +436,12 @@ impl<'g> Sampler<'g> {
         let l = buf.layout();
         self.layout = Some(l);
         self.buffers.insert(buf.index());
+        let g = geometry(&l);
         let view = DmaBufNv12 {
             key: buf.index(),
             fd: buf.fd(),
-            width: l.width,
-            height: l.height,
+            width: g.width,
+            height: g.height,
             stride: l.stride,
             uv_offset: if self.uv_shift {
                 l.uv_offset.saturating_sub(l.stride)

@@ -143,7 +143,8 @@ t_verifier_classes() {
 	[ "$(jq '.[0].rgb_off.kwin' /tmp/cls-late.json)" = 5 ] || fail "fault late: the GPU's RGB of the sentinel matches the CPU's picture"
 	[ "$(jq '.[0].frames[3].paths[0].previous_frame' /tmp/cls-previous.json)" = 2 ] ||
 		fail "previous: frame 3 should show frame 2"
-	[ "$(jq '[.[0].frames[1:][].paths[0].mix | select(.previous > 0 and .sentinel == 0)] | length' /tmp/cls-stale.json)" = 4 ] ||
+	# (An older byte can equal the sentinel's by chance, 1 in 255: a few count as sentinel.)
+	[ "$(jq '[.[0].frames[1:][].paths[0].mix | select(.previous > 100 * .sentinel)] | length' /tmp/cls-stale.json)" = 4 ] ||
 		fail "stale: the mix does not show the older frame's bytes"
 	[ "$(jq '[.[0].frames[].paths[0].cpu_unwritten] | min' /tmp/cls-partial.json)" -gt 0 ] ||
 		fail "partial: no unwritten CPU bytes counted"
