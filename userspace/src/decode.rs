@@ -19,9 +19,10 @@
 //!    DMA_BUF_IOCTL_SYNC, [`FrameHook::dequeued`].
 
 use crate::h264::{self, Picture, Stream};
-use crate::kmod::{Control, Mode};
+use crate::kmod::{Mode, ModuleGuard};
 use crate::probe;
 use crate::report::{self, DecodeReport};
+use crate::request_queue::{QueueAck, QueueThread};
 use crate::sys;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -250,104 +251,6 @@ const SC_NONE: u32 = bindings::v4l2_stateless_h264_start_code_V4L2_STATELESS_H26
 const SC_ANNEX_B: u32 =
     bindings::v4l2_stateless_h264_start_code_V4L2_STATELESS_H264_START_CODE_ANNEX_B;
 
-/// The vb2_resv attachment of this run; detaches on drop if this run attached, and sets the
-/// module's (module-wide) mode back if this run changed it.
-struct ModuleGuard {
-    ctl: Option<Control>,
-    /// A dup of the decoder's fd: detach works whatever order the rest is dropped in.
-    dev: Option<File>,
-    attached_here: bool,
-    /// The mode (VB2_RESV_IOC_GET_MODE's number) before this run set its own.
-    restore: Option<u32>,
-    info: report::ModuleInfo,
-}
-
-fn mode_name(m: u32) -> String {
-    match m {
-        0 => "off".to_string(),
-        1 => "dqbuf".to_string(),
-        2 => "queue".to_string(),
-        x => x.to_string(),
-    }
-}
-
-impl ModuleGuard {
-    fn setup(dev: &File, mode: Option<Mode>) -> Result<ModuleGuard> {
-        let loaded = Path::new("/sys/module/vb2_resv").exists();
-        if !loaded {
-            if let Some(m) = mode {
-                bail!(
-                    "--mode {} needs the vb2_resv module, which is not loaded",
-                    m.name()
-                );
-            }
-            return Ok(ModuleGuard {
-                ctl: None,
-                dev: None,
-                attached_here: false,
-                restore: None,
-                info: report::ModuleInfo {
-                    loaded: false,
-                    attach: "no".into(),
-                    mode: None,
-                    mode_before: None,
-                },
-            });
-        }
-        let ctl = Control::open()?;
-        let mut guard = ModuleGuard {
-            ctl: None,
-            dev: None,
-            attached_here: false,
-            restore: None,
-            info: report::ModuleInfo {
-                loaded: true,
-                attach: "no".into(),
-                mode: None,
-                mode_before: None,
-            },
-        };
-        if let Some(m) = mode {
-            let before = ctl.mode().context("VB2_RESV_IOC_GET_MODE")?;
-            ctl.set_mode(m)
-                .with_context(|| format!("VB2_RESV_IOC_SET_MODE({})", m.name()))?;
-            guard.restore = Some(before);
-            guard.info.mode_before = Some(mode_name(before));
-        }
-        // From here on the guard owns the control device: an early return sets the mode back.
-        guard.ctl = Some(ctl);
-        guard.dev = Some(dev.try_clone().context("dup of the decoder fd")?);
-        let ctl = guard.ctl.as_ref().expect("just set");
-        let attach = match ctl.attach(dev.as_raw_fd()) {
-            Ok(()) => "attached",
-            Err(nix::errno::Errno::EBUSY) | Err(nix::errno::Errno::EEXIST) => "already",
-            Err(e) => bail!("vb2_resv cannot attach to the decoder: VB2_RESV_IOC_ATTACH: {e}"),
-        };
-        guard.info.mode = ctl.mode().ok().map(mode_name);
-        guard.attached_here = attach == "attached";
-        guard.info.attach = attach.into();
-        Ok(guard)
-    }
-}
-
-impl Drop for ModuleGuard {
-    fn drop(&mut self) {
-        if let (true, Some(ctl), Some(dev)) = (self.attached_here, &self.ctl, &self.dev) {
-            if let Err(e) = ctl.detach(dev.as_raw_fd()) {
-                eprintln!("warning: vb2_resv detach: {e}");
-            }
-        }
-        if let (Some(ctl), Some(m)) = (&self.ctl, self.restore) {
-            if let Err(e) = ctl.set_mode_raw(m as i32) {
-                eprintln!(
-                    "warning: vb2_resv: cannot set the mode back to {}: {e}",
-                    mode_name(m)
-                );
-            }
-        }
-    }
-}
-
 /// The controls of one request, laid out as an array of v4l2_ext_control.
 #[repr(C)]
 struct FrameCtrls {
@@ -373,60 +276,6 @@ struct OutputSlot {
     /// None while the queue thread has it.
     request: Option<Request>,
     busy: bool,
-}
-
-/// What the queue thread sends back: the OUTPUT slot, the picture, the request, the result of
-/// MEDIA_REQUEST_IOC_QUEUE and how long the call took.
-type QueueAck = (
-    usize,
-    usize,
-    Request,
-    std::result::Result<(), String>,
-    Duration,
-);
-
-/// A thread that does MEDIA_REQUEST_IOC_QUEUE, so that a driver which runs the job inside that
-/// call (visl, when idle) runs it while the decoder thread goes on, as hardware would.
-struct QueueThread {
-    tx: Option<std::sync::mpsc::Sender<(usize, usize, Request)>>,
-    rx: std::sync::mpsc::Receiver<QueueAck>,
-    handle: Option<std::thread::JoinHandle<()>>,
-    /// Requests handed over and not acknowledged yet, per picture.
-    outstanding: std::collections::HashMap<usize, usize>,
-}
-
-impl QueueThread {
-    fn spawn() -> Result<QueueThread> {
-        let (tx, thread_rx) = std::sync::mpsc::channel::<(usize, usize, Request)>();
-        let (thread_tx, rx) = std::sync::mpsc::channel::<QueueAck>();
-        let handle = std::thread::Builder::new()
-            .name("request-queue".into())
-            .spawn(move || {
-                for (slot, frame, req) in thread_rx {
-                    let t = Instant::now();
-                    let r = req.queue().map_err(|e| e.to_string());
-                    if thread_tx.send((slot, frame, req, r, t.elapsed())).is_err() {
-                        break;
-                    }
-                }
-            })
-            .context("cannot start the request-queue thread")?;
-        Ok(QueueThread {
-            tx: Some(tx),
-            rx,
-            handle: Some(handle),
-            outstanding: Default::default(),
-        })
-    }
-}
-
-impl Drop for QueueThread {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// A frame whose CAPTURE buffer is queued.

@@ -45,7 +45,7 @@ enum Cmd {
     },
     /// Decode, sample every frame's CAPTURE dma-buf through EGL (as KWin imports it) and
     /// classify what the GPU saw against the CPU view (userspace/src/verify.rs).
-    Verify(vb2r::verify::VerifyArgs),
+    Verify(Box<vb2r::verify::VerifyArgs>),
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
