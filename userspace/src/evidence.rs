@@ -29,7 +29,8 @@ pub struct Row {
     /// QBUF (the decode report's `fences_pending_vb2_resv`); None for the synthetic decoder.
     pub fenced: Option<usize>,
     /// Samples that began while the decoder provably still owned the buffer, and of those the
-    /// correct and the raced ones (sentinel/torn); None for rows sampled after DQBUF.
+    /// held ones (done by the end of the read, correct) and the raced ones (sentinel/torn); None
+    /// for rows sampled after DQBUF.
     pub busy: Option<(usize, usize, usize)>,
 }
 
@@ -43,7 +44,7 @@ pub fn markdown_table(rows: &[Row]) -> String {
         let _ = write!(s, " {c} |");
     }
     s.push_str(
-        " images created / buffers | RGB off | vb2_resv fence after QBUF | busy at read | busy, correct | busy, raced |\n|---|---|---|---|---|---:|---:|",
+        " images created / buffers | RGB off | vb2_resv fence after QBUF | busy at read | busy, held | busy, raced |\n|---|---|---|---|---|---:|---:|",
     );
     for _ in Class::ALL {
         s.push_str("---:|");

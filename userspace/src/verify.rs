@@ -181,7 +181,12 @@ impl FrameHook for DecodeHook<'_, '_> {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct BusyCounts {
     pub busy: usize,
+    /// Busy samples whose GPU view was correct (the decoder may simply have written the bytes
+    /// before it signaled done: visl draws, then waits out its transaction time).
     pub busy_correct: usize,
+    /// Busy samples that were still busy when the read began and done when it ended, and got
+    /// the finished picture: the reader was held until the decode ended.
+    pub busy_held: usize,
     pub busy_raced: usize,
 }
 
@@ -192,6 +197,9 @@ impl BusyCounts {
             c.busy += 1;
             if f.paths.iter().all(|p| p.verdict.content == Class::Correct) {
                 c.busy_correct += 1;
+                if f.sample.busy_after == Some(false) {
+                    c.busy_held += 1;
+                }
             }
             if f.paths.iter().any(|p| p.verdict.content.is_race()) {
                 c.busy_raced += 1;
@@ -557,7 +565,7 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
                 .into(),
                 busy: (r.sample_at == SampleAt::Queued).then_some((
                     r.busy.busy,
-                    r.busy.busy_correct,
+                    r.busy.busy_held,
                     r.busy.busy_raced,
                 )),
                 images: r.images.name().into(),
@@ -612,7 +620,7 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
         }
     }
     md.push_str("- races (`sentinel`, `torn`) are classified on the `kwin` path (raw R8 + GR88 planes, byte for byte) only: the `external` path goes through the driver's YUV to RGB conversion and back, and the random sentinel is outside the YUV gamut, so a clamping sampler turns an early read into `mismatch`\n");
-    md.push_str("- busy at read: samples taken after queueing that began while QUERYBUF showed the buffer QUEUED and not DONE (the decoder provably still owned it); busy, correct: of those, the GPU read the finished picture (something made it wait); busy, raced: it read `sentinel` or `torn`. A fence works only where busy > 0 and busy, raced = 0\n");
+    md.push_str("- busy at read: samples taken after queueing that began while QUERYBUF showed the buffer QUEUED and not DONE (the decoder provably still owned it); busy, held: of those, the buffer was DONE when the read ended and the GPU got the finished picture (the reader was held until the decode ended); busy, raced: it read `sentinel` or `torn`. A fence works only where busy > 0, busy, held = busy and busy, raced = 0\n");
     md.push('\n');
     md.push_str(&evidence::markdown_table(&rows));
     md.push_str("\nColumns: docs/rfc-evidence.md. Per-frame detail: the arm-*.json files; triptychs: frame-*.png.\n");
