@@ -591,20 +591,29 @@ impl Gpu {
             );
         }
 
-        egl.bind_api(egl::OPENGL_ES_API)
-            .map_err(|e| anyhow!("eglBindAPI(GLES): {}", egl_err(e)))?;
+        // From here on a failure releases what was set up (context, display, GBM device).
+        if let Err(e) = egl.bind_api(egl::OPENGL_ES_API) {
+            release_egl(&egl, display, None, &mut gbm);
+            bail!("eglBindAPI(GLES): {}", egl_err(e));
+        }
         // SAFETY: EGL_NO_CONFIG_KHR (null) is valid with EGL_KHR_no_config_context, checked above.
         let no_config = unsafe { egl::Config::from_ptr(std::ptr::null_mut()) };
-        let context = egl
-            .create_context(
-                display,
-                no_config,
-                None,
-                &[egl::CONTEXT_MAJOR_VERSION, 3, egl::NONE],
-            )
-            .map_err(|e| anyhow!("eglCreateContext(GLES 3): {}", egl_err(e)))?;
-        egl.make_current(display, None, None, Some(context))
-            .map_err(|e| anyhow!("eglMakeCurrent(surfaceless): {}", egl_err(e)))?;
+        let context = match egl.create_context(
+            display,
+            no_config,
+            None,
+            &[egl::CONTEXT_MAJOR_VERSION, 3, egl::NONE],
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                release_egl(&egl, display, None, &mut gbm);
+                bail!("eglCreateContext(GLES 3): {}", egl_err(e));
+            }
+        };
+        if let Err(e) = egl.make_current(display, None, None, Some(context)) {
+            release_egl(&egl, display, Some(context), &mut gbm);
+            bail!("eglMakeCurrent(surfaceless): {}", egl_err(e));
+        }
 
         // SAFETY: the context is current on this thread; the loader returns GL entry points of
         // that context (or null, which glow tolerates for functions never called).
@@ -686,10 +695,21 @@ impl Gpu {
                 .iter()
                 .any(|s| gl_renderer.to_lowercase().contains(s));
 
-        let programs = Programs::new(&gl)?;
+        let programs = match Programs::new(&gl) {
+            Ok(p) => p,
+            Err(e) => {
+                release_egl(&egl, display, Some(context), &mut gbm);
+                return Err(e);
+            }
+        };
         // SAFETY: the context is current.
-        let vao =
-            unsafe { gl.create_vertex_array() }.map_err(|e| anyhow!("glGenVertexArrays: {e}"))?;
+        let vao = match unsafe { gl.create_vertex_array() } {
+            Ok(v) => v,
+            Err(e) => {
+                release_egl(&egl, display, Some(context), &mut gbm);
+                bail!("glGenVertexArrays: {e}");
+            }
+        };
 
         let mut gpu = Gpu {
             egl,
@@ -1363,6 +1383,22 @@ fn dmabuf_attribs(
 
 fn fd_ino(fd: BorrowedFd<'_>) -> u64 {
     nix::sys::stat::fstat(fd).map(|s| s.st_ino).unwrap_or(0)
+}
+
+/// Undoes a half-done [`Gpu::open`]: releases and destroys the context (if any), terminates the
+/// display and destroys the GBM device.
+fn release_egl(
+    egl: &egl::DynamicInstance<egl::EGL1_5>,
+    display: egl::Display,
+    context: Option<egl::Context>,
+    gbm: &mut Option<(libloading::Library, *mut c_void, File)>,
+) {
+    if let Some(c) = context {
+        let _ = egl.make_current(display, None, None, None);
+        let _ = egl.destroy_context(display, c);
+    }
+    let _ = egl.terminate(display);
+    drop_gbm(gbm);
 }
 
 fn drop_gbm(gbm: &mut Option<(libloading::Library, *mut c_void, File)>) {
