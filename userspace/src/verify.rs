@@ -106,8 +106,8 @@ pub struct VerifyArgs {
     /// Skip the RGB readbacks (raw planes only).
     #[arg(long)]
     pub no_rgb: bool,
-    /// Exit non-zero unless every frame of every arm is `correct` and every RGB readback within
-    /// tolerance.
+    /// Exit non-zero unless every frame of every arm is `correct`, every RGB readback within
+    /// tolerance and every CPU view equal to the ground truth (where there is one).
     #[arg(long)]
     pub strict: bool,
     /// Use N frames of a CPU-written stand-in decoder on dma-heap buffers instead of a stream.
@@ -540,8 +540,9 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
             .map(|c| c.total() - c.get(Class::Correct))
             .sum();
         let rgb: usize = reports.iter().flat_map(|r| r.rgb_off.values()).sum();
-        if bad > 0 || rgb > 0 {
-            bail!("--strict: {bad} sampled frames not correct, {rgb} RGB readbacks off by more than {}", gpu::RGB_TOLERANCE);
+        let wrong: usize = reports.iter().filter_map(|r| r.decoder_wrong).sum();
+        if bad > 0 || rgb > 0 || wrong > 0 {
+            bail!("--strict: {bad} sampled frames not correct, {rgb} RGB readbacks off by more than {}, {wrong} frames differ from the ground truth", gpu::RGB_TOLERANCE);
         }
     }
     Ok(())

@@ -137,6 +137,11 @@ t_verifier_classes() {
 			fail "fault $f: not every frame has its two GPU RGB readbacks"
 		echo "fault $f -> $want x $got"
 	done
+	# The old order (the CPU copy first, then the GPU) is still an arm: after DQBUF a late
+	# writer has finished, so it is correct.
+	"$EGL_VB2R" verify --synthetic 3 --fault late --sample-at dqbuf-cpu-first --import kwin --no-rgb \
+		--implicit-sync-hold-ms 0 --json /tmp/cls-cpu-first.json >/dev/null || fail "dqbuf-cpu-first: verify failed"
+	[ "$(egl_count /tmp/cls-cpu-first.json kwin correct)" = 3 ] || fail "dqbuf-cpu-first: not all correct"
 	# The GPU's RGB agrees with the CPU's conversion exactly where the bytes agree.
 	off=$(jq '.[0].rgb_off.kwin' /tmp/cls-none.json)
 	[ "$off" = 0 ] || fail "fault none: $off frames with RGB off"
