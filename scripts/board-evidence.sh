@@ -5,7 +5,7 @@
 #
 #   1. `vb2-resv doctor` (text and JSON) into the output directory;
 #   2. insmod vb2_resv.ko attach=<the decoder doctor found> (unless vb2_resv is already loaded);
-#   3. `vb2-resv verify STREAM` over the arms of docs/rfc-evidence.md (modes off,dqbuf,queue x
+#   3. `vb2-resv verify STREAM` over the arms of docs/rfc-evidence.md (modes off,dqbuf,queue,strict x
 #      sampling at dqbuf,queued x images cached,per-frame, KWin's and the external import);
 #   4. rmmod vb2_resv (only if this script loaded it);
 #   5. a tarball of evidence/ (table.md, arm-*.json, PNG triptychs), the doctor reports, the
@@ -95,7 +95,7 @@ unload() { if [ $loaded_here = 1 ] && [ -d /sys/module/vb2_resv ]; then say "4/5
 trap unload EXIT
 
 # 3. the verifier's arms.
-[ ${#verify_args[@]} -gt 0 ] || verify_args=(--import both --modes off,dqbuf,queue --sample-at dqbuf,queued --images cached,per-frame)
+[ ${#verify_args[@]} -gt 0 ] || verify_args=(--import both --modes off,dqbuf,queue,strict --sample-at dqbuf,queued --images cached,per-frame)
 say "3/5 vb2-resv verify $(basename "$stream") --device $dec_path ${verify_args[*]} --evidence $out/evidence"
 rm -rf "$out/evidence"
 vrc=0

@@ -39,13 +39,13 @@ insmod "$KO" attach=visl
 say "vb2-resv probe"
 "$VB2R" probe
 
-say "vb2-resv verify $(basename "$STREAM"): $FRAMES frames x modes off,dqbuf,queue x GPU sampling at dqbuf and queued"
+say "vb2-resv verify $(basename "$STREAM"): $FRAMES frames x modes off,dqbuf,queue,strict x GPU sampling at dqbuf and queued"
 echo "(llvmpipe stands in for panfrost: it does no kernel implicit sync, so sampling at 'queued' races"
 echo " visl in every mode; on the PineTab2, panfrost waits on the vb2_resv fence in mode 'queue')"
 rm -rf /tmp/out/evidence
 # verify exits 0 unless it could not run; the classes are the result, not an error.
 "$VB2R" verify "$STREAM" --frames "$FRAMES" --import kwin --no-rgb --async-queue \
-	--modes off,dqbuf,queue --sample-at dqbuf,queued --evidence /tmp/out/evidence
+	--modes off,dqbuf,queue,strict --sample-at dqbuf,queued --evidence /tmp/out/evidence
 say "vb2_resv debugfs after the runs"
 for f in /sys/kernel/debug/vb2_resv/video*; do
 	echo "--- $f"

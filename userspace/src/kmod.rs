@@ -1,8 +1,10 @@
 //! The `/dev/vb2_resv` control device (kmod/control.rs defines the same numbers).
 
-use anyhow::{Context, Result};
+use crate::report;
+use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
 
 pub const CONTROL_DEV: &str = "/dev/vb2_resv";
 const MAGIC: u8 = 0xf6;
@@ -114,5 +116,104 @@ impl Control {
         // SAFETY: `m` is a valid u32 out-parameter.
         unsafe { ioc_get_mode(self.0.as_raw_fd(), &mut m) }?;
         Ok(m)
+    }
+}
+
+/// The vb2_resv attachment of this run; detaches on drop if this run attached, and sets the
+/// module's (module-wide) mode back if this run changed it.
+pub(crate) struct ModuleGuard {
+    ctl: Option<Control>,
+    /// A dup of the decoder's fd: detach works whatever order the rest is dropped in.
+    dev: Option<File>,
+    attached_here: bool,
+    /// The mode (VB2_RESV_IOC_GET_MODE's number) before this run set its own.
+    restore: Option<u32>,
+    pub(crate) info: report::ModuleInfo,
+}
+
+fn mode_name(m: u32) -> String {
+    match m {
+        0 => "off".to_string(),
+        1 => "dqbuf".to_string(),
+        2 => "queue".to_string(),
+        3 => "strict".to_string(),
+        x => x.to_string(),
+    }
+}
+
+impl ModuleGuard {
+    pub(crate) fn setup(dev: &File, mode: Option<Mode>) -> Result<ModuleGuard> {
+        let loaded = Path::new("/sys/module/vb2_resv").exists();
+        if !loaded {
+            if let Some(m) = mode {
+                bail!(
+                    "--mode {} needs the vb2_resv module, which is not loaded",
+                    m.name()
+                );
+            }
+            return Ok(ModuleGuard {
+                ctl: None,
+                dev: None,
+                attached_here: false,
+                restore: None,
+                info: report::ModuleInfo {
+                    loaded: false,
+                    attach: "no".into(),
+                    mode: None,
+                    mode_before: None,
+                },
+            });
+        }
+        let ctl = Control::open()?;
+        let mut guard = ModuleGuard {
+            ctl: None,
+            dev: None,
+            attached_here: false,
+            restore: None,
+            info: report::ModuleInfo {
+                loaded: true,
+                attach: "no".into(),
+                mode: None,
+                mode_before: None,
+            },
+        };
+        if let Some(m) = mode {
+            let before = ctl.mode().context("VB2_RESV_IOC_GET_MODE")?;
+            ctl.set_mode(m)
+                .with_context(|| format!("VB2_RESV_IOC_SET_MODE({})", m.name()))?;
+            guard.restore = Some(before);
+            guard.info.mode_before = Some(mode_name(before));
+        }
+        // From here on the guard owns the control device: an early return sets the mode back.
+        guard.ctl = Some(ctl);
+        guard.dev = Some(dev.try_clone().context("dup of the decoder fd")?);
+        let ctl = guard.ctl.as_ref().expect("just set");
+        let attach = match ctl.attach(dev.as_raw_fd()) {
+            Ok(()) => "attached",
+            Err(nix::errno::Errno::EBUSY) | Err(nix::errno::Errno::EEXIST) => "already",
+            Err(e) => bail!("vb2_resv cannot attach to the decoder: VB2_RESV_IOC_ATTACH: {e}"),
+        };
+        guard.info.mode = ctl.mode().ok().map(mode_name);
+        guard.attached_here = attach == "attached";
+        guard.info.attach = attach.into();
+        Ok(guard)
+    }
+}
+
+impl Drop for ModuleGuard {
+    fn drop(&mut self) {
+        if let (true, Some(ctl), Some(dev)) = (self.attached_here, &self.ctl, &self.dev) {
+            if let Err(e) = ctl.detach(dev.as_raw_fd()) {
+                eprintln!("warning: vb2_resv detach: {e}");
+            }
+        }
+        if let (Some(ctl), Some(m)) = (&self.ctl, self.restore) {
+            if let Err(e) = ctl.set_mode_raw(m as i32) {
+                eprintln!(
+                    "warning: vb2_resv: cannot set the mode back to {}: {e}",
+                    mode_name(m)
+                );
+            }
+        }
     }
 }

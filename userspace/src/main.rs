@@ -45,7 +45,7 @@ enum Cmd {
     },
     /// Decode, sample every frame's CAPTURE dma-buf through EGL (as KWin imports it) and
     /// classify what the GPU saw against the CPU view (userspace/src/verify.rs).
-    Verify(vb2r::verify::VerifyArgs),
+    Verify(Box<vb2r::verify::VerifyArgs>),
     /// Preflight before the evidence run: kernel config (CONFIG_RUST), build tree and rustc,
     /// decoders, panfrost, dma-coherent, Mesa, vb2_resv; each problem with its fix. Exits 0
     /// whenever it ran (docs/pinetab2.md).
@@ -53,7 +53,7 @@ enum Cmd {
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
-    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue)"))
+    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue, strict)"))
 }
 
 fn parse_decode_mode(s: &str) -> Result<DecodeMode, String> {
