@@ -8,6 +8,8 @@
 #   make test [KASAN=1]            cargo tests, kernel, module, QEMU suite; TAP + build/results.json
 #   make demo                      boot the kernel in QEMU and run the main job on the stand-in drivers
 #   make bench                     what vb2_resv adds to the QBUF path, per mode (QEMU, figures)
+#   make stress                    the stress and unload tests on the clang + KASAN kernel
+#                                  (nightly-style: the KASAN kernel build and run are over CI's budget)
 #   make clean
 
 KERNEL ?= 7.3
@@ -19,7 +21,7 @@ ifeq ($(origin KDIR), undefined)
 KDIR_FROM_SCRIPT := 1
 endif
 
-.PHONY: toolchain kernel kmod userspace test demo bench clean fmt clippy
+.PHONY: toolchain kernel kmod userspace test demo bench stress clean fmt clippy
 
 toolchain:
 	@scripts/toolchain.sh
@@ -48,6 +50,11 @@ demo:
 
 bench:
 	@scripts/bench.sh
+
+STRESS_TESTS := stress.random-ops stress.rmmod-cycles kmod.unload-blocked-clients \
+	kmod.unbind-while-streaming fence.requeue-race kmod.unload-while-streaming kmod.hardirq-signal
+stress:
+	@KASAN=1 VB2R_TESTS='$(STRESS_TESTS)' scripts/test.sh
 
 fmt:
 	cargo fmt --all

@@ -31,6 +31,11 @@
 
 use crate::params::Mode;
 use kernel::ioctl::{_IOR, _IOW, _IOWR};
+// 6.12 keeps these in kernel::types; 7.x in kernel::transmute.
+#[cfg(vb2r_k612)]
+use kernel::types::{AsBytes, FromBytes};
+#[cfg(not(vb2r_k612))]
+use kernel::transmute::{AsBytes, FromBytes};
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 #[cfg(not(vb2r_k612))]
@@ -59,9 +64,9 @@ pub(crate) struct SyncFileArg {
 }
 
 // SAFETY: plain integers, any bit pattern is valid.
-unsafe impl kernel::transmute::FromBytes for SyncFileArg {}
+unsafe impl FromBytes for SyncFileArg {}
 // SAFETY: plain integers, no padding.
-unsafe impl kernel::transmute::AsBytes for SyncFileArg {}
+unsafe impl AsBytes for SyncFileArg {}
 
 /// `/dev/vb2_resv` while this lives.
 #[cfg(not(vb2r_k612))]

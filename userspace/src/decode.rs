@@ -1404,6 +1404,7 @@ mod tests {
             timeline: format!("{driver}-tl"),
             driver: driver.into(),
             status,
+            timestamp_ns: 0,
         }
     }
 

@@ -58,6 +58,8 @@ pub struct FenceInfo {
     pub driver: String,
     /// 0: pending, 1: signaled, < 0: signaled with that error.
     pub status: i32,
+    /// When it was signaled (CLOCK_MONOTONIC ns), 0 while pending.
+    pub timestamp_ns: u64,
 }
 
 impl FenceInfo {
@@ -121,6 +123,7 @@ pub fn sync_file_info(sync_file: &impl AsRawFd) -> Result<Vec<FenceInfo>> {
             timeline: cstr(&f.obj_name),
             driver: cstr(&f.driver_name),
             status: f.status,
+            timestamp_ns: f.timestamp_ns,
         })
         .collect())
 }
