@@ -263,6 +263,12 @@ fn owner_of(q: *mut Vb2Queue, m2m: bool, c: &Call) -> Owner {
     Owner::from_raw(unsafe { ffi::vb2r_queue_owner(q, c.file) })
 }
 
+/// The state of the queue a call addresses, made if the node is live (process context).
+fn made_queue(node: &Node, c: &Call) -> Option<Arc<Queue>> {
+    let (q, m2m) = call_queue(c);
+    state().queue_for(node, q, c.type_, m2m).ok().flatten()
+}
+
 fn stash(c: &mut Call, q: Option<Arc<Queue>>) {
     if let Some(q) = q {
         c.rs_queue = Arc::into_raw(q).cast();
@@ -333,8 +339,10 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             if armed {
                 c.rs_flags |= flag::ARMED;
                 // From the publication to the end of the driver's QBUF (which may start the
-                // hardware): lockdep checks that nothing there waits for a fence.
-                c.signalling = 1;
+                // hardware): lockdep checks that nothing there waits for a fence. Not for an
+                // imported dma-buf: vb2 attaches and maps it inside QBUF (an allocation, its
+                // resv lock), which lockdep reports against the published fence (design.md).
+                c.signalling = u32::from(c.memory == V4L2_MEMORY_MMAP);
             }
             stash(c, Some(queue));
         }
@@ -514,13 +522,8 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
             if st.mode() != Mode::Dqbuf || !node.is_live() {
                 return;
             }
-            let (qp, m2m) = call_queue(c);
-            let q = match queue {
-                Some(q) => q,
-                None => match st.queue_for(node, qp, c.type_, m2m) {
-                    Ok(Some(q)) => q,
-                    _ => return,
-                },
+            let Some(q) = queue.or_else(|| made_queue(node, c)) else {
+                return;
             };
             let imported = if c.memory == V4L2_MEMORY_DMABUF {
                 q.imported(c.index)
@@ -535,14 +538,10 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
             if !ran || ret != 0 || c.fd < 0 || !node.is_live() {
                 return;
             }
-            let (qp, m2m) = call_queue(c);
-            let q = match queue {
-                Some(q) => q,
-                None => match st.queue_for(node, qp, c.type_, m2m) {
-                    Ok(Some(q)) => q,
-                    _ => return,
-                },
+            let Some(q) = queue.or_else(|| made_queue(node, c)) else {
+                return;
             };
+            let qp = q.raw();
             // SAFETY: in the EXPBUF ioctl of this queue, with its lock held (glue.h).
             if let Some(d) = unsafe { DmaBuf::export_of(c.fd, qp, c.index, c.plane) } {
                 if let Err(e) = q.add_export(c.index, d) {
