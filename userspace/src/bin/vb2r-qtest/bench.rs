@@ -460,7 +460,7 @@ fn table(recs: &[Record]) -> String {
                     let (p50, p99) = (p_us(v, 0.5), p_us(v, 0.99));
                     s.push_str(&format!(" {} | {p99:.1} |", with_ratio(p50, b50)));
                     if let Some(b) = b50 {
-                        verdicts.push(verdict(p, c, "p50", p50 / b, true));
+                        verdicts.push(verdict(p, c, "p50", p50, b, true));
                     }
                 }
                 None => s.push_str(" - | - |"),
@@ -476,13 +476,13 @@ fn table(recs: &[Record]) -> String {
             with_ratio(f, bf)
         ));
         if let Some(b) = bs50 {
-            verdicts.push(verdict(p, "per-frame sum", "p50", s50 / b, true));
+            verdicts.push(verdict(p, "per-frame sum", "p50", s50, b, true));
         }
         if let Some(b) = bf {
             // vivid paces itself (its frame timer and the test pattern it draws): its frame
             // rate is not a CPU-bound loop's, so no target.
             if p.node != "vivid" {
-                verdicts.push(verdict(p, "decode loop", "frames/s", f / b, false));
+                verdicts.push(verdict(p, "decode loop", "frames/s", f, b, false));
             }
         }
     }
@@ -495,16 +495,24 @@ fn table(recs: &[Record]) -> String {
     s
 }
 
-fn verdict(p: &Pooled, what: &str, stat: &str, ratio: f64, at_most: bool) -> String {
-    let (ok, target) = if at_most {
-        (ratio <= P50_MAX_RATIO, format!("<= {P50_MAX_RATIO}x"))
-    } else {
-        (ratio >= FPS_MIN_RATIO, format!(">= {FPS_MIN_RATIO}x"))
-    };
+/// Whether `x` against the module-absent `base` meets its target, and by how much it misses.
+fn verdict(p: &Pooled, what: &str, stat: &str, x: f64, base: f64, at_most: bool) -> String {
     let ex = if p.exports == 1 {
         String::new()
     } else {
         format!(", {} exports", p.exports)
+    };
+    if !(base > 0.0 && x.is_finite()) {
+        return format!(
+            "{} {}{ex}: {what} {stat}: no ratio (absent {base:.1}, here {x:.1}): the clock cannot tell",
+            p.node, p.label
+        );
+    }
+    let ratio = x / base;
+    let (ok, target) = if at_most {
+        (ratio <= P50_MAX_RATIO, format!("<= {P50_MAX_RATIO}x"))
+    } else {
+        (ratio >= FPS_MIN_RATIO, format!(">= {FPS_MIN_RATIO}x"))
     };
     if ok {
         format!(
@@ -604,6 +612,13 @@ mod tests {
         assert!(t.contains("vim2m off: CAPTURE QBUF p50 1.20x: met"), "{t}");
         // vivid paces itself: no frame-rate verdict even at half the rate.
         assert!(!t.contains("vivid off: decode loop"), "{t}");
+        // A clock too coarse to see the ioctls (a guest on jiffies): no ratio, no verdict.
+        let t = table(&[
+            rec("visl", "absent", 0, 0, 10, 1),
+            rec("visl", "off", 0, 4_000_000, 10, 1),
+        ]);
+        assert!(t.contains("visl off: CAPTURE QBUF p50: no ratio"), "{t}");
+        assert!(!t.contains("NaN"), "{t}");
     }
 
     #[test]
