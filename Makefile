@@ -7,7 +7,8 @@
 #   make userspace                 cargo build --release of the workspace
 #   make test [KASAN=1]            cargo tests, kernel, module, QEMU suite; TAP + build/results.json
 #   make demo                      boot the kernel in QEMU and run the main job on the stand-in drivers
-#   make bench                     what vb2_resv adds to the QBUF path, per mode (QEMU, figures)
+#   make bench                     what vb2_resv adds to the ioctls it wraps, per mode, against the
+#                                  module absent (QEMU, bench kernel; docs/performance.md)
 #   make stress                    the stress and unload tests on the clang + KASAN kernel
 #                                  (nightly-style: the KASAN kernel build and run are over CI's budget)
 #   make clean

@@ -4,6 +4,12 @@
 #   scripts/kernel.sh [7.3|6.12]        build (or reuse) the kernel; prints the build dir on stdout
 #   scripts/kernel.sh --print-dir [V]   print the build dir the current inputs map to, build nothing
 #
+# KERNEL_VARIANT=test (the default) is the suite's kernel: kconfig/base.config + debug.config
+# (lockdep, DEBUG_ATOMIC_SLEEP, DEBUG_MUTEXES, kmemleak; KASAN=1 adds kasan.config).
+# KERNEL_VARIANT=bench (`make bench`) is the same kernel without those checkers: base.config +
+# bench.config, gcc, never KASAN, so that timings are not mostly lockdep's; its build dir is
+# $CACHE/kbuild/<version>-bench-<key> (the test kernel's key and dir do not change).
+#
 # 7.3 comes from trixie-backports. It is only ever *downloaded* through a private apt state dir
 # (no sources file is added to the system and nothing is installed from that suite, so libc and
 # friends stay bookworm's). 6.12 is bookworm's own linux-source-6.12, from the system's sources.
@@ -27,6 +33,12 @@ case "$KERNEL" in
 esac
 PKG=linux-source-$KERNEL
 
+KERNEL_VARIANT=${KERNEL_VARIANT:-test}
+case "$KERNEL_VARIANT" in
+test | bench) ;;
+*) die "KERNEL_VARIANT=$KERNEL_VARIANT is not supported (use test or bench)" ;;
+esac
+
 aptx_setup "$SUITE" || die "kernel $KERNEL: apt-get update for $SUITE failed; check the network and apt, then run the command again"
 SRC_VERSION=$(aptx apt-cache policy "$PKG" | awk '/Candidate:/ {print $2}')
 [ -n "$SRC_VERSION" ] && [ "$SRC_VERSION" != "(none)" ] ||
@@ -38,6 +50,10 @@ SRC_VERSION=$(aptx apt-cache policy "$PKG" | awk '/Candidate:/ {print $2}')
 # 6.12, which has no such budget and was measured with KASAN, defaults to it.
 # KERNEL_LLVM and KCONFIG_EXTRA override what KASAN chooses.
 KASAN=${KASAN:-}
+if [ "$KERNEL_VARIANT" = bench ]; then
+	[ "$KASAN" != 1 ] || die "KERNEL_VARIANT=bench is the kernel without KASAN: drop KASAN=1"
+	KASAN=0
+fi
 [ -n "$KASAN" ] || { [ "$KERNEL" = 6.12 ] && KASAN=1 || KASAN=0; }
 case "$KASAN" in
 1) KERNEL_LLVM=${KERNEL_LLVM--19} KCONFIG_EXTRA=${KCONFIG_EXTRA-kconfig/kasan.config} ;;
@@ -71,7 +87,11 @@ kernel_prereqs() {
 kernel_prereqs
 
 # --- the cache key ---
-FRAGMENTS=("$REPO/kconfig/base.config" "$REPO/kconfig/debug.config")
+if [ "$KERNEL_VARIANT" = bench ]; then
+	FRAGMENTS=("$REPO/kconfig/base.config" "$REPO/kconfig/bench.config")
+else
+	FRAGMENTS=("$REPO/kconfig/base.config" "$REPO/kconfig/debug.config")
+fi
 [ -f "$REPO/kconfig/$KERNEL.config" ] && FRAGMENTS+=("$REPO/kconfig/$KERNEL.config")
 # KCONFIG_EXTRA: more fragments (space-separated paths), e.g. kconfig/kasan.config.
 for f in ${KCONFIG_EXTRA:-}; do
@@ -83,6 +103,8 @@ done
 KEY_REV=1
 key=$({
 	echo "$PKG $SRC_VERSION rev $KEY_REV"
+	# Only the bench variant adds a line: the test kernel's key stays what it always was.
+	[ "$KERNEL_VARIANT" = test ] || echo "variant $KERNEL_VARIANT"
 	cat "${FRAGMENTS[@]}"
 	gcc --version | head -1
 	rustc --version
@@ -91,6 +113,7 @@ key=$({
 	if [ -n "${KERNEL_LLVM:-}" ]; then echo "${KMAKE[*]}"; "clang$KERNEL_LLVM" --version | head -1; fi
 } | sha256sum | cut -c1-12)
 OUT=$CACHE/kbuild/$KERNEL-$key
+[ "$KERNEL_VARIANT" = test ] || OUT=$CACHE/kbuild/$KERNEL-$KERNEL_VARIANT-$key
 if [ $print_only = 1 ]; then
 	echo "$OUT"
 	exit 0
@@ -168,6 +191,17 @@ configure() {
 	make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" rustavailable ||
 		{ echo "Rust is not available for $KERNEL: run 'make -C $SRC O=$OUT rustavailable'"; return 1; }
 	"$here/kconfig-check.sh" "$OUT/.config" "${FRAGMENTS[@]}"
+	if [ "$KERNEL_VARIANT" = bench ]; then
+		# What bench.config turns off must be off (kconfig-check only checks what is set).
+		local o bad=0
+		for o in PROVE_LOCKING LOCKDEP DEBUG_LOCK_ALLOC DEBUG_ATOMIC_SLEEP DEBUG_MUTEXES DEBUG_KMEMLEAK KASAN; do
+			if grep -q "^CONFIG_$o=y" "$OUT/.config"; then
+				echo "kconfig: the bench kernel must not have CONFIG_$o"
+				bad=1
+			fi
+		done
+		[ $bad = 0 ]
+	fi
 }
 if [ ! -f "$OUT/.configured" ]; then
 	mkdir -p "$OUT"

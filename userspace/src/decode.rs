@@ -283,6 +283,7 @@ struct InFlight {
     frame: usize,
     buf: usize,
     qbuf_at: Instant,
+    qbuf_ns: u64,
     fence: report::FenceAfterQbuf,
     requests: usize,
     bytes: usize,
@@ -1141,6 +1142,7 @@ impl Decoder {
             let qbuf_at = Instant::now();
             ioctl::qbuf::<_, ()>(&self.dev, q)
                 .map_err(|e| anyhow!("{}: QBUF CAPTURE {}: {e}", self.video, cb.index))?;
+            let qbuf_ns = qbuf_at.elapsed().as_nanos() as u64;
             let (fences, _sf) = sys::write_fences(cb.dmabuf())?;
             let fence = fence_record(&fences);
 
@@ -1173,6 +1175,7 @@ impl Decoder {
                 frame: i,
                 buf,
                 qbuf_at,
+                qbuf_ns,
                 fence,
                 requests,
                 bytes,
@@ -1276,8 +1279,10 @@ impl Decoder {
                 timeout
             );
         }
+        let dqbuf_at = Instant::now();
         let b: ioctl::V4l2Buffer = ioctl::dqbuf(&self.dev, CAP_Q)
             .map_err(|e| anyhow!("{}: DQBUF CAPTURE: {e} ({})", self.video, errno_last()))?;
+        let dqbuf_ns = dqbuf_at.elapsed().as_nanos() as u64;
         let elapsed = f.qbuf_at.elapsed();
         let dqbuf_wait = polled_at.elapsed();
         if b.index() != cb.index {
@@ -1372,6 +1377,9 @@ impl Decoder {
             requests: f.requests,
             bitstream_bytes: f.bytes,
             request_queue_us: queue_time.as_micros() as u64,
+            request_queue_ns: queue_time.as_nanos() as u64,
+            capture_qbuf_ns: f.qbuf_ns,
+            capture_dqbuf_ns: dqbuf_ns,
             dpb,
             ref_lists,
             fence_after_qbuf: f.fence,
@@ -1447,6 +1455,9 @@ mod tests {
             requests: 1,
             bitstream_bytes: 0,
             request_queue_us: 0,
+            request_queue_ns: 0,
+            capture_qbuf_ns: 0,
+            capture_dqbuf_ns: 0,
             dpb: vec![],
             ref_lists: vec![],
             fence_after_qbuf: fence_record(&[]),

@@ -164,6 +164,11 @@ pub struct FrameRecord {
     /// Time spent inside MEDIA_REQUEST_IOC_QUEUE (all requests of the picture): a driver that
     /// runs the job synchronously (visl when idle) shows its whole decode time here.
     pub request_queue_us: u64,
+    /// The same in ns, and the CAPTURE QBUF and DQBUF ioctls alone (DQBUF after poll said the
+    /// buffer is ready): what `make bench` compares with the module absent.
+    pub request_queue_ns: u64,
+    pub capture_qbuf_ns: u64,
+    pub capture_dqbuf_ns: u64,
     pub dpb: Vec<DpbEntry>,
     pub ref_lists: Vec<SliceRefs>,
     pub fence_after_qbuf: FenceAfterQbuf,

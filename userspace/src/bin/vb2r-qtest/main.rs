@@ -17,6 +17,7 @@ use vb2r::kmod::{Control, Mode};
 use vb2r::sys::{self, FenceInfo};
 use vb2r::v4l2::{self, Queue};
 
+mod bench;
 mod races;
 mod readers;
 mod stress;
@@ -162,21 +163,9 @@ enum Check {
     },
     /// visl jobs longer than the module's fence_timeout_ms: -ETIMEDOUT, then the stream goes on.
     Watchdog,
-    /// A benchmark, not a check: streams `frames` CAPTURE buffers and prints one Markdown table
-    /// row with the CAPTURE QBUF ioctl's time (where vb2_resv's queue-time hook runs: fence
-    /// creation and dma_resv_add_fence on every export) and the frame rate. `label` names the
-    /// configuration (module absent, or its mode) in the row.
-    Bench {
-        #[arg(long, value_enum, default_value = "vim2m")]
-        dev: Dev,
-        #[arg(long, default_value_t = 300)]
-        frames: u32,
-        /// EXPBUFs kept per buffer (ffmpeg keeps one; each carries its own fence).
-        #[arg(long, default_value_t = 1)]
-        exports: u32,
-        #[arg(long)]
-        label: String,
-    },
+    /// A benchmark, not a check: times the ioctls vb2_resv wraps on a decode loop and prints
+    /// them against the module absent (bench.rs; scripts/guest/bench.sh runs it).
+    Bench(bench::Args),
 }
 
 const ECANCELED: i32 = 125;
@@ -735,73 +724,6 @@ fn check_stream(cli: &Cli, seconds: f64, detach: bool, expect_fenced: bool) -> R
     Ok(())
 }
 
-/// The `q`-quantile of sorted `v`, in microseconds.
-fn quantile_us(v: &[Duration], q: f64) -> f64 {
-    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
-    v[i.min(v.len() - 1)].as_secs_f64() * 1e6
-}
-
-fn bench(cli: &Cli, which: Dev, frames: u32, exports: u32, label: &str) -> Result<()> {
-    const WARMUP: u32 = 10;
-    ensure!(frames > WARMUP, "--frames must be more than {WARMUP}");
-    ensure!(exports >= 1, "--exports must be at least 1");
-    let s = setup(which, cli)?;
-    let mut cap = Queue::new(&s.dev, false)?;
-    let n = cap.reqbufs(MemoryType::Mmap, 4)?;
-    let _exports: Vec<File> = (0..n)
-        .flat_map(|i| (0..exports).map(move |_| i))
-        .map(|i| cap.expbuf(i, 0))
-        .collect::<Result<_>>()?;
-    let mut qbuf = Vec::with_capacity(frames as usize);
-    let mut timed_qbuf = |i: u32, keep: bool| -> Result<()> {
-        let t = Instant::now();
-        cap.qbuf_mmap(i, 0).context("CAPTURE QBUF")?;
-        if keep {
-            qbuf.push(t.elapsed());
-        }
-        Ok(())
-    };
-    for i in 0..n {
-        timed_qbuf(i, false)?;
-    }
-    let out = feed(&s, n)?;
-    let out_size = out
-        .as_ref()
-        .and_then(|o| o.plane_sizes.first().copied())
-        .unwrap_or(0);
-    cap.streamon()?;
-    let mut t0 = Instant::now();
-    for f in 0..frames {
-        if f == WARMUP {
-            t0 = Instant::now();
-        }
-        let (i, _) = cap.dqbuf().context("CAPTURE DQBUF")?;
-        if let Some(o) = &out {
-            // vim2m: the OUTPUT buffer of that job is done too; give it back.
-            let (oi, _) = o.dqbuf().context("OUTPUT DQBUF")?;
-            o.qbuf_mmap(oi, out_size).context("OUTPUT QBUF")?;
-        }
-        timed_qbuf(i, f >= WARMUP)?;
-    }
-    let wall = t0.elapsed();
-    cap.streamoff()?;
-    if let Some(o) = &out {
-        o.streamoff()?;
-    }
-    qbuf.sort();
-    let mean = qbuf.iter().map(Duration::as_secs_f64).sum::<f64>() / qbuf.len() as f64 * 1e6;
-    println!(
-        "| {} ({}) | {label} | {exports} | {} | {mean:.1} | {:.1} | {:.1} | {:.1} |",
-        s.path.trim_start_matches("/dev/"),
-        s.driver,
-        qbuf.len(),
-        quantile_us(&qbuf, 0.5),
-        quantile_us(&qbuf, 0.99),
-        f64::from(frames - WARMUP) / wall.as_secs_f64()
-    );
-    Ok(())
-}
-
 fn main() {
     let cli = Cli::parse();
     let r = match &cli.check {
@@ -848,12 +770,7 @@ fn main() {
             stress::random_ops(*dev, *ops, seed)
                 .map(|n| println!("{n} operations, invariants held (seed {seed:#x})"))
         }
-        Check::Bench {
-            dev,
-            frames,
-            exports,
-            label,
-        } => bench(&cli, *dev, *frames, *exports, label),
+        Check::Bench(a) => bench::run(&cli, a),
     };
     if let Err(e) = r {
         println!("FAIL: {e:#}");
