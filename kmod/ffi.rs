@@ -381,21 +381,52 @@ impl DmaBuf {
     }
 }
 
+/// Most dma-bufs one fence is published on (the C side takes 32).
+pub(crate) const PUBLISH_MAX: usize = 16;
+
+/// Up to [`PUBLISH_MAX`] dma-bufs, on the stack (the QBUF path allocates nothing for them).
+pub(crate) struct DmaBufSet<'a> {
+    bufs: [Option<&'a DmaBuf>; PUBLISH_MAX],
+    len: usize,
+}
+
+impl<'a> DmaBufSet<'a> {
+    pub(crate) fn new() -> Self {
+        DmaBufSet {
+            bufs: [None; PUBLISH_MAX],
+            len: 0,
+        }
+    }
+
+    /// Adds `d`; -E2BIG when full.
+    pub(crate) fn push(&mut self, d: &'a DmaBuf) -> Result {
+        let slot = self.bufs.get_mut(self.len).ok_or(E2BIG)?;
+        *slot = Some(d);
+        self.len += 1;
+        Ok(())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a DmaBuf> + '_ {
+        self.bufs[..self.len].iter().flatten().copied()
+    }
+}
+
 /// Adds `fence` as a WRITE fence to the resv of every dma-buf in `bufs` (distinct), all or
 /// none: every resv is locked and has a slot reserved before the fence is added to any
 /// (process context, may sleep, interruptible).
-pub(crate) fn publish(bufs: &[&DmaBuf], fence: &Fence) -> Result {
-    if bufs.is_empty() {
+pub(crate) fn publish<'a>(bufs: impl Iterator<Item = &'a DmaBuf>, fence: &Fence) -> Result {
+    let mut raw = [core::ptr::null_mut::<RawDmaBuf>(); PUBLISH_MAX];
+    let mut n = 0usize;
+    for d in bufs {
+        *raw.get_mut(n).ok_or(E2BIG)? = d.0.as_ptr();
+        n += 1;
+    }
+    if n == 0 {
         return Ok(());
     }
-    let mut raw = KVec::with_capacity(bufs.len(), GFP_KERNEL)?;
-    for d in bufs {
-        raw.push(d.0.as_ptr(), GFP_KERNEL)?;
-    }
-    let n = u32::try_from(raw.len()).map_err(|_| EINVAL)?;
-    // SAFETY: `raw` holds `n` dma-buf pointers, each kept alive by a `DmaBuf` in `bufs`; the
-    // fence is kept alive by `fence`.
-    let r = unsafe { vb2r_fence_publish(raw.as_ptr(), n, fence.0.as_ptr()) };
+    // SAFETY: `raw` holds `n` dma-buf pointers, each kept alive by a `DmaBuf` the caller holds;
+    // the fence is kept alive by `fence`.
+    let r = unsafe { vb2r_fence_publish(raw.as_ptr(), n as u32, fence.0.as_ptr()) };
     if r == 0 {
         Ok(())
     } else {

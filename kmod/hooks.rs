@@ -132,6 +132,19 @@ unsafe extern "C" fn vb2r_rs_req_queue(_rs_node: *mut c_void, bufs: *const ffi::
     published
 }
 
+/// Whether another device's fence is unsignaled on a dma-buf of CAPTURE buffer `index` (the
+/// exports `queue` knows, and the DMABUF fds of the QBUF): the common answer, no, without an
+/// allocation (process context).
+fn readers_busy(queue: Option<&Queue>, index: u32, memory: u32, fds: &[i32]) -> bool {
+    if queue.is_some_and(|q| q.exports_busy(index)) {
+        return true;
+    }
+    memory == V4L2_MEMORY_DMABUF
+        && fds
+            .iter()
+            .any(|&fd| DmaBuf::from_fd(fd).is_some_and(|d| d.others_busy()))
+}
+
 /// The dma-bufs of CAPTURE buffer `index` of `q`: the exports the module knows and the DMABUF
 /// fds of the QBUF (process context).
 fn buffer_dmabufs(q: *mut Vb2Queue, index: u32, memory: u32, fds: &[i32]) -> KVec<DmaBuf> {
@@ -184,10 +197,10 @@ unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *const ffi::Qbuf
         return 0;
     }
     let fds = &w.fds[..(w.nplanes as usize).min(w.fds.len())];
-    let bufs = buffer_dmabufs(q, w.index, w.memory, fds);
-    if !bufs.iter().any(|d| d.others_busy()) {
+    if !readers_busy(state().find_queue(q).as_deref(), w.index, w.memory, fds) {
         return 0;
     }
+    let bufs = buffer_dmabufs(q, w.index, w.memory, fds);
     let mut waited = 0u64;
     for d in bufs.iter() {
         let left = timeout_ms.saturating_sub((waited / 1_000_000) as u32);
@@ -297,10 +310,8 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             // Counted in every mode: the hardware is about to get a buffer that another device
             // may still be reading (after any wait_readers wait: a reader that started since).
             let fds = &c.fds[..(c.nplanes as usize).min(c.fds.len())];
-            if buffer_dmabufs(q, c.index, c.memory, fds)
-                .iter()
-                .any(|d| d.others_busy())
-            {
+            let known = st.find_queue(q);
+            if readers_busy(known.as_deref(), c.index, c.memory, fds) {
                 node.counters.readers_busy.fetch_add(1, Ordering::Relaxed);
             }
             if !matches!(mode, Mode::Queue | Mode::Strict) {
@@ -329,8 +340,12 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             } else if c.memory != V4L2_MEMORY_MMAP {
                 return Ok(());
             }
-            let Some(queue) = st.queue_for(node, q, c.type_, m2m)? else {
-                return Ok(());
+            let queue = match known {
+                Some(x) => x,
+                None => match st.queue_for(node, q, c.type_, m2m)? {
+                    Some(x) => x,
+                    None => return Ok(()),
+                },
             };
             let armed = match mode {
                 Mode::Queue => queue.arm(c.index, &imported)?,

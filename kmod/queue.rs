@@ -120,12 +120,13 @@ impl BufInfo {
 }
 
 /// The dma-bufs of `exports` and `imported`, each once (planes of one imported buffer may
-/// share a dma-buf: one resv, one add).
-fn distinct<'a>(exports: &'a [DmaBuf], imported: &'a [DmaBuf]) -> Result<KVec<&'a DmaBuf>> {
-    let mut out = KVec::with_capacity(exports.len() + imported.len(), GFP_KERNEL)?;
+/// share a dma-buf: one resv, one add). On the stack: a buffer has one export per client that
+/// exported it and at most 8 planes; more than `ffi::PUBLISH_MAX` is refused (-E2BIG).
+fn distinct<'a>(exports: &'a [DmaBuf], imported: &'a [DmaBuf]) -> Result<ffi::DmaBufSet<'a>> {
+    let mut out = ffi::DmaBufSet::new();
     for d in Iterator::chain(exports.iter(), imported.iter()) {
-        if !out.iter().any(|t: &&DmaBuf| t.same(d)) {
-            out.push(d, GFP_KERNEL)?;
+        if !out.iter().any(|t| t.same(d)) {
+            out.push(d)?;
         }
     }
     Ok(out)
@@ -254,7 +255,7 @@ impl Queue {
         let fence = b.next_fence(&self.node, self.id, index)?;
         let targets = distinct(&b.exports, imported)?;
         let slot_ref = Fence::new_ref(&fence);
-        ffi::publish(&targets, &fence)?;
+        ffi::publish(targets.iter(), &fence)?;
         // Published: from here on nothing may fail. The buffer is not queued yet, so no
         // buf_done can look for this fence before it is in its slot.
         let now = ffi::now_ns();
@@ -499,7 +500,7 @@ impl Queue {
         bufs[i].prune_exports();
         bufs[i].exports.reserve(1, GFP_KERNEL)?;
         if let Some(f) = pending {
-            ffi::publish(&[&d], &f)?;
+            ffi::publish(core::iter::once(&d), &f)?;
         }
         // Reserved above: cannot fail.
         let _ = bufs[i].exports.push_within_capacity(d);
@@ -513,6 +514,15 @@ impl Queue {
         if let Some(b) = self.bufs.lock().get_mut(index as usize) {
             b.prune_exports();
         }
+    }
+
+    /// Whether another device's fence is unsignaled on an export of buffer `index` (process
+    /// context; no allocation).
+    pub(crate) fn exports_busy(&self, index: u32) -> bool {
+        self.bufs
+            .lock()
+            .get(index as usize)
+            .is_some_and(|b| b.exports.iter().any(|d| d.others_busy()))
     }
 
     /// New references to the exports of buffer `index` (process context).
@@ -544,7 +554,7 @@ impl Queue {
         if let Some(s) = self.fences.lock().slots.get_mut(i) {
             s.last = Some(outcome);
         }
-        ffi::publish(&targets, &fence)
+        ffi::publish(targets.iter(), &fence)
     }
 
     /// The dma-bufs imported into buffer `index` of a DMABUF queue (process context, queue lock
