@@ -30,6 +30,8 @@ pub struct Pool {
     shown: BTreeSet<usize>,
     /// Free buffers, the most recently released last.
     stack: Vec<usize>,
+    /// Buffers in the order they were last attached.
+    attach_order: Vec<usize>,
     /// Ignore releases (the test's broken variant: requeue whatever the decoder frees).
     ignore_release: bool,
     pub stats: PoolStats,
@@ -41,6 +43,7 @@ impl Pool {
             held: BTreeSet::new(),
             shown: BTreeSet::new(),
             stack: Vec::new(),
+            attach_order: Vec::new(),
             ignore_release,
             stats: PoolStats::default(),
         }
@@ -53,6 +56,8 @@ impl Pool {
     pub fn attached(&mut self, b: usize) {
         self.held.insert(b);
         self.shown.insert(b);
+        self.attach_order.retain(|&x| x != b);
+        self.attach_order.push(b);
         self.stack.retain(|&x| x != b);
         self.stats.presented += 1;
     }
@@ -85,8 +90,14 @@ impl Pool {
                     .find(|b| !self.shown.contains(b) && !self.held.contains(b) && not_pending(*b))
             });
         let pick = if self.ignore_release {
-            // Whatever the decoder freed, held by the compositor or not (lowest index first).
-            free.iter().copied().find(|&b| not_pending(b))
+            // Whatever the decoder freed, held by the compositor or not: the buffer shown last
+            // first (it is the one the compositor still holds), else the lowest index.
+            self.attach_order
+                .iter()
+                .rev()
+                .copied()
+                .find(|b| free.contains(b) && not_pending(*b))
+                .or_else(|| free.iter().copied().find(|&b| not_pending(b)))
         } else {
             lifo
         }?;
