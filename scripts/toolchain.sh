@@ -27,6 +27,10 @@ APT_PKGS=(
 	v4l-utils
 	# test streams
 	ffmpeg x264
+	# a real compositor in the loop (vb2-resv present, issue 14): headless GL Weston with --debug
+	# for its screenshooter; wayland-protocols for the XML files the client's protocol code is
+	# generated from
+	weston wayland-protocols
 )
 
 check_only=0

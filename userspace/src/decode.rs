@@ -129,6 +129,18 @@ pub trait FrameHook {
     ) -> Result<()> {
         Ok(())
     }
+    /// Picks the CAPTURE buffer (index) for picture `frame` among those the decoder may reuse
+    /// (`free`: output and no longer referenced, ascending). Ok(None): none of them yet (a
+    /// consumer still holds them); the decoder then completes a frame in flight and asks again.
+    /// With nothing in flight (`idle`) the hook must wait until it can answer, or fail.
+    fn choose_capture(
+        &mut self,
+        _frame: usize,
+        free: &[usize],
+        _idle: bool,
+    ) -> Result<Option<usize>> {
+        Ok(free.first().copied())
+    }
 }
 
 /// A hook that does nothing.
@@ -1089,18 +1101,23 @@ impl Decoder {
             let pic = &stream.pictures[i];
             // 1. A free CAPTURE buffer.
             let buf = loop {
-                let free = holder.iter().position(|h| match h {
-                    None => true,
-                    Some(d) => {
-                        let p = &stream.pictures[*d];
-                        // Dequeued, output, and no later picture still references it.
-                        done > release_at(p).min(n - 1)
-                            && records[*d]
-                                .as_ref()
-                                .is_some_and(|r| r.output_position != usize::MAX)
+                let free: Vec<usize> = (0..holder.len())
+                    .filter(|&b| match holder[b] {
+                        None => true,
+                        Some(d) => {
+                            let p = &stream.pictures[d];
+                            // Dequeued, output, and no later picture still references it.
+                            done > release_at(p).min(n - 1)
+                                && records[d]
+                                    .as_ref()
+                                    .is_some_and(|r| r.output_position != usize::MAX)
+                        }
+                    })
+                    .collect();
+                if let Some(b) = hook.choose_capture(i, &free, inflight.is_empty())? {
+                    if !free.contains(&b) {
+                        bail!("picture {i}: CAPTURE buffer {b} is not free (free: {free:?})");
                     }
-                });
-                if let Some(b) = free {
                     break b;
                 }
                 if inflight.is_empty() {

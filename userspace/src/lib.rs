@@ -22,6 +22,7 @@ pub mod gpu;
 pub mod h264;
 pub mod implicit;
 pub mod kmod;
+pub mod present;
 pub mod probe;
 pub mod report;
 pub mod request_queue;

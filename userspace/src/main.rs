@@ -50,6 +50,10 @@ enum Cmd {
     /// decoders, panfrost, dma-coherent, Mesa, vb2_resv; each problem with its fix. Exits 0
     /// whenever it ran (docs/pinetab2.md).
     Doctor(vb2r::doctor::DoctorArgs),
+    /// Decode and present every frame to a Wayland compositor as mpv's dmabuf-wayland output
+    /// does (zwp_linux_dmabuf_v1, requeue on wl_buffer.release), capture what it shows (Weston's
+    /// screenshooter) and classify it against the CPU view (userspace/src/present/).
+    Present(Box<vb2r::present::PresentArgs>),
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
@@ -64,6 +68,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Verify(a) => vb2r::verify::run(&a),
         Cmd::Doctor(a) => vb2r::doctor::run(&a),
+        Cmd::Present(a) => vb2r::present::run(&a),
         Cmd::Probe { json } => {
             let p = vb2r::probe::probe();
             if json {
