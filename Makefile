@@ -7,6 +7,8 @@
 #   make test [KASAN=1]            cargo tests, kernel, module, QEMU suite; TAP + build/results.json
 #   make demo                      boot the kernel in QEMU and run the main job on the stand-in drivers
 #   make bench                     what vb2_resv adds to the QBUF path, per mode (QEMU, figures)
+#   make kernel|kmod|userspace ARCH=arm64   the PineTab2's arm64 builds (scripts/arm64/arm64.mk)
+#   make test-arm64                the arm64 checks and the arm64 QEMU guest (scripts/arm64/test.sh)
 #   make clean
 
 KERNEL ?= 7.3
@@ -22,7 +24,14 @@ endif
 
 toolchain:
 	scripts/toolchain.sh
+	scripts/toolchain-arm64.sh
 
+include scripts/arm64/arm64.mk
+ifeq ($(ARCH),arm64)
+kernel: kernel-arm64
+kmod: kmod-arm64
+userspace: userspace-arm64
+else
 kernel:
 	scripts/kernel.sh $(KERNEL)
 
@@ -37,6 +46,7 @@ endif
 
 userspace:
 	cargo build --release --workspace
+endif
 
 test:
 	scripts/test.sh
