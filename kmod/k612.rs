@@ -40,6 +40,8 @@ pub(crate) struct SeqFile {
 extern "C" {
     fn vb2r_spin_lock_irqsave(lock: *mut bindings::spinlock_t) -> c_ulong;
     fn vb2r_spin_unlock_irqrestore(lock: *mut bindings::spinlock_t, flags: c_ulong);
+    #[cfg(not(vb2r_k612))]
+    fn vb2r_spin_trylock_irqsave(lock: *mut bindings::spinlock_t, flags: *mut c_ulong) -> bool;
 }
 
 #[cfg(vb2r_k612)]
@@ -85,6 +87,21 @@ unsafe impl kernel::sync::lock::Backend for SpinLockIrqBackend {
     unsafe fn unlock(ptr: *mut Self::State, guard_state: &Self::GuardState) {
         // SAFETY: the caller holds the lock, taken by `lock`, which returned `guard_state`.
         unsafe { vb2r_spin_unlock_irqrestore(ptr, *guard_state) }
+    }
+
+    // 7.0 to 7.2 (`vb2r_no_spinlock_irq` without `vb2r_k612`): their `Backend` also requires
+    // these two (6.12's has neither).
+    #[cfg(not(vb2r_k612))]
+    unsafe fn try_lock(ptr: *mut Self::State) -> Option<Self::GuardState> {
+        let mut flags: c_ulong = 0;
+        // SAFETY: the caller gives an initialised lock; `flags` is valid for writes.
+        unsafe { vb2r_spin_trylock_irqsave(ptr, &mut flags) }.then_some(flags)
+    }
+
+    #[cfg(not(vb2r_k612))]
+    unsafe fn assert_is_held(ptr: *mut Self::State) {
+        // SAFETY: the caller gives an initialised lock.
+        unsafe { bindings::spin_assert_is_held(ptr) }
     }
 }
 
