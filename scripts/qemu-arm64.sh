@@ -4,7 +4,7 @@
 # (scripts/guest/runner.sh) in it, through scripts/arm64/init.sh.
 #
 #   scripts/qemu-arm64.sh --kdir DIR --rootfs DIR --out DIR [--timeout S] [--ko FILE]
-#                         [--tests 'a b c'] [--streams DIR] [--script FILE]
+#                         [--tests 'a b c'] [--streams DIR] [--script FILE] [--append WORDS]
 #
 # Shares: the rootfs (/), the repository (/vb2r/repo, read-only; the arm64 binaries are bind-
 # mounted over target/release there), the kernel's installed modules (/vb2r/modroot) and OUT
@@ -17,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
-kdir="" rootfs="" out="" timeout_s=1800 ko="" tests="" streams="" script="" job=suite mem=2048 smp=2
+extra="" kdir="" rootfs="" out="" timeout_s=1800 ko="" tests="" streams="" script="" job=suite mem=2048 smp=2
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kdir) kdir=$2; shift 2 ;;
@@ -28,6 +28,7 @@ while [ $# -gt 0 ]; do
 	--tests) tests=$2; shift 2 ;;
 	--streams) streams=$2; shift 2 ;;
 	--script) script=$2; job=script; shift 2 ;;
+	--append) extra=$2; shift 2 ;;
 	*) die "qemu-arm64.sh: unknown argument $1" ;;
 	esac
 done
@@ -54,6 +55,8 @@ append+=" init=/init panic=-1 loglevel=6 kmemleak=on VB2R_KREL=$krel VB2R_JOB=$j
 [ -n "$streams" ] && append+=" VB2R_STREAMS_REL=$(in_repo "$streams")"
 [ -n "$tests" ] && append+=" VB2R_TESTS=${tests// /,}"
 [ -n "${VB2R_VERBOSE:-}" ] && append+=" VB2R_VERBOSE=1"
+# --append: more words for the kernel command line (KEY=value words reach the tests' environment).
+[ -n "$extra" ] && append+=" $extra"
 
 cpu=${VB2R_ARM64_CPU:-cortex-a76}
 log "booting arm64 $krel (TCG, -cpu $cpu, ${smp} cpus, ${mem} MiB), job $job, timeout ${timeout_s}s"
