@@ -57,7 +57,8 @@ if [ ! -f "$UAPI/include/asm/sve_context.h" ] || ! grep -qs V4L2_CID_STATELESS_A
 		rm -rf "$UAPI.new"
 		mkdir -p "$UAPI.new/include"
 		cp -a "$tmp/x/usr/include/linux" "$tmp/x/usr/include/asm-generic" "$UAPI.new/include/"
-		cp -a "$tmp/x/usr/include/aarch64-linux-gnu/asm" "$UAPI.new/include/asm"
+		# -L: the package's asm/ headers are symlinks into /usr/lib/linux/uapi/arm64/.
+		cp -rL "$tmp/x/usr/include/aarch64-linux-gnu/asm" "$UAPI.new/include/asm"
 		rm -rf "$UAPI" "$tmp"
 		mv "$UAPI.new" "$UAPI"
 	fi
