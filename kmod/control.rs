@@ -6,8 +6,19 @@
 //! |--------------------------|---------------------|------------------------------------------|
 //! | `VB2_RESV_IOC_ATTACH`    | `int`: a V4L2 fd    | attach to that fd's video node           |
 //! | `VB2_RESV_IOC_DETACH`    | `int`: a V4L2 fd    | detach from it                           |
-//! | `VB2_RESV_IOC_SET_MODE`  | `__u32`: 0/1/2      | mode off / dqbuf / queue, for new QBUFs  |
+//! | `VB2_RESV_IOC_SET_MODE`  | `__u32`: 0/1/2/3    | mode off / dqbuf / queue / strict        |
 //! | `VB2_RESV_IOC_GET_MODE`  | `__u32 *`           | read the mode                            |
+//! | `VB2_RESV_IOC_SYNC_FILE` | `struct vb2_resv_sync_file *` | a sync_file of a buffer's fence |
+//!
+//! `struct vb2_resv_sync_file { __s32 v4l2_fd; __u32 type; __u32 index; __s32 fd; __u32 flags;
+//! __u32 reserved; }`: in, a V4L2 fd, a buffer type and index; out, `fd`, a new O_CLOEXEC
+//! sync_file holding the buffer's pending vb2_resv fence (the one its current job signals), or
+//! an already signaled fence when it has none, and `flags` bit 0 set when the fence was pending.
+//! The explicit-sync path the dma-buf maintainers prefer: a player or compositor waits on it
+//! (poll, or as a syncobj/in-fence) instead of relying on implicit sync. Errors: `-EBADF`,
+//! `-ENOTTY` (not a V4L2 fd), `-EINVAL` (no such queue on that fd, or an index the module has
+//! no state for), `-ENOENT` (the module has not seen that queue: not attached, or no QBUF/EXPBUF
+//! on it yet).
 //!
 //! The numbers are `_IOW('v' + 0x80 = 0xf6, nr, int)` style: see `userspace/src/kmod.rs`, which
 //! defines the same values for the verifier and the tests. Errors: `-ENOTTY` (not a V4L2 node),
@@ -19,7 +30,12 @@
 //! [`dispatch`] through `vb2r_rs_control_ioctl()`.
 
 use crate::params::Mode;
-use kernel::ioctl::{_IOR, _IOW};
+use kernel::ioctl::{_IOR, _IOW, _IOWR};
+// 6.12 keeps these in kernel::types; 7.x in kernel::transmute.
+#[cfg(vb2r_k612)]
+use kernel::types::{AsBytes, FromBytes};
+#[cfg(not(vb2r_k612))]
+use kernel::transmute::{AsBytes, FromBytes};
 use kernel::prelude::*;
 use kernel::uaccess::UserSlice;
 #[cfg(not(vb2r_k612))]
@@ -33,6 +49,24 @@ pub(crate) const VB2_RESV_IOC_ATTACH: u32 = _IOW::<i32>(MAGIC, 1);
 pub(crate) const VB2_RESV_IOC_DETACH: u32 = _IOW::<i32>(MAGIC, 2);
 pub(crate) const VB2_RESV_IOC_SET_MODE: u32 = _IOW::<u32>(MAGIC, 3);
 pub(crate) const VB2_RESV_IOC_GET_MODE: u32 = _IOR::<u32>(MAGIC, 4);
+pub(crate) const VB2_RESV_IOC_SYNC_FILE: u32 = _IOWR::<SyncFileArg>(MAGIC, 5);
+
+/// `struct vb2_resv_sync_file`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SyncFileArg {
+    v4l2_fd: i32,
+    type_: u32,
+    index: u32,
+    fd: i32,
+    flags: u32,
+    reserved: u32,
+}
+
+// SAFETY: plain integers, any bit pattern is valid.
+unsafe impl FromBytes for SyncFileArg {}
+// SAFETY: plain integers, no padding.
+unsafe impl AsBytes for SyncFileArg {}
 
 /// `/dev/vb2_resv` while this lives.
 #[cfg(not(vb2r_k612))]
@@ -70,7 +104,7 @@ impl MiscDevice for Control {
 
 /// One ioctl of `/dev/vb2_resv` (process context).
 fn dispatch(cmd: u32, arg: usize) -> Result<isize> {
-    let st = crate::state();
+    let st = crate::state::state();
     match cmd {
         // The fd is passed by value: `ioctl(ctl, VB2_RESV_IOC_ATTACH, fd)`.
         VB2_RESV_IOC_ATTACH => {
@@ -88,6 +122,15 @@ fn dispatch(cmd: u32, arg: usize) -> Result<isize> {
         VB2_RESV_IOC_GET_MODE => {
             let mut w = UserSlice::new(user_ptr(arg), 4).writer();
             w.write(&st.mode().index())?;
+        }
+        VB2_RESV_IOC_SYNC_FILE => {
+            let size = core::mem::size_of::<SyncFileArg>();
+            let (mut r, mut w) = UserSlice::new(user_ptr(arg), size).reader_writer();
+            let mut a: SyncFileArg = r.read()?;
+            let (fd, pending) = st.sync_file(a.v4l2_fd, a.type_, a.index)?;
+            a.fd = fd;
+            a.flags = u32::from(pending);
+            w.write(&a)?;
         }
         _ => return Err(ENOTTY),
     }

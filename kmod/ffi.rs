@@ -6,6 +6,7 @@
 use core::ffi::{c_int, c_void};
 use core::ptr::NonNull;
 use kernel::ffi::c_char;
+use crate::policy::SnapBuf;
 use kernel::prelude::*;
 
 /// Opaque C types (only ever handled by pointer).
@@ -66,12 +67,54 @@ pub(crate) struct Call {
     pub(crate) nplanes: u32,
     pub(crate) fd: i32,
     pub(crate) fds: [i32; MAX_PLANES],
+    pub(crate) ts: u64,
     pub(crate) file: *mut File,
     /// Set by pre: run the original inside a fence signalling section.
     pub(crate) signalling: u32,
     /// Scratch for Rust between pre and post (glue.c zeroes both).
     pub(crate) rs_flags: u32,
+    pub(crate) rs_mask: u64,
     pub(crate) rs_queue: *const c_void,
+}
+
+/// Most buffers a snapshot lists per side (`VB2R_SNAP_MAX`).
+pub(crate) const SNAP_MAX: usize = 32;
+
+/// `struct vb2r_m2m_snap`.
+#[repr(C)]
+pub(crate) struct M2mSnap {
+    pub(crate) out_streaming: u32,
+    pub(crate) cap_streaming: u32,
+    pub(crate) ignore_cap_streaming: u32,
+    pub(crate) nsrc: u32,
+    pub(crate) ndst: u32,
+    pub(crate) nsrc_vb2: u32,
+    pub(crate) ndst_vb2: u32,
+    pub(crate) pad: u32,
+    pub(crate) src: [SnapBuf; SNAP_MAX],
+    pub(crate) dst: [SnapBuf; SNAP_MAX],
+    pub(crate) src_vb2: [SnapBuf; SNAP_MAX],
+    pub(crate) dst_vb2: [SnapBuf; SNAP_MAX],
+}
+
+/// `struct vb2r_req_buf`.
+#[repr(C)]
+pub(crate) struct ReqBuf {
+    pub(crate) q: *mut Vb2Queue,
+    pub(crate) index: u32,
+    pub(crate) hold: u32,
+    pub(crate) ts: u64,
+}
+
+/// `struct vb2r_qbuf_wait`.
+#[repr(C)]
+pub(crate) struct QbufWait {
+    pub(crate) type_: u32,
+    pub(crate) index: u32,
+    pub(crate) memory: u32,
+    pub(crate) nplanes: u32,
+    pub(crate) fds: [i32; MAX_PLANES],
+    pub(crate) file: *mut File,
 }
 
 /// `struct vb2r_vdev_info`.
@@ -116,6 +159,18 @@ extern "C" {
     pub(crate) fn vb2r_vb_state(vb: *mut Vb2Buffer) -> u32;
     pub(crate) fn vb2r_buffer_state(q: *mut Vb2Queue, index: u32) -> u32;
     pub(crate) fn vb2r_buffer_planes(q: *mut Vb2Queue, index: u32) -> u32;
+    pub(crate) fn vb2r_m2m_snapshot(cap_q: *mut Vb2Queue, s: *mut M2mSnap);
+    pub(crate) fn vb2r_m2m_out_queue(cap_q: *mut Vb2Queue) -> *mut Vb2Queue;
+    pub(crate) fn vb2r_queue_streaming(q: *mut Vb2Queue) -> u32;
+    pub(crate) fn vb2r_queue_vb2_queued(q: *mut Vb2Queue, out: *mut SnapBuf, max: u32) -> u32;
+    pub(crate) fn vb2r_vb_output_info(vb: *mut Vb2Buffer, hold: *mut u32, ts: *mut u64);
+    pub(crate) fn vb2r_mdev_hooks_install(vdev: *mut VideoDevice, rs_node: *mut c_void) -> c_int;
+    pub(crate) fn vb2r_mdev_hooks_remove(vdev: *mut VideoDevice);
+    pub(crate) fn vb2r_param_fence_timeout_ms() -> u32;
+    pub(crate) fn vb2r_watchdog_start();
+    pub(crate) fn vb2r_watchdog_stop();
+    pub(crate) fn vb2r_fd_queue(fd: c_int, type_: u32, err: *mut c_int) -> *mut Vb2Queue;
+    pub(crate) fn vb2r_sync_file_fd(f: *mut DmaFence) -> c_int;
     fn vb2r_buffer_imported_dmabuf(q: *mut Vb2Queue, index: u32, plane: u32) -> *mut RawDmaBuf;
 
     fn vb2r_dmabuf_get(fd: c_int) -> *mut RawDmaBuf;
@@ -126,6 +181,11 @@ extern "C" {
         plane: u32,
     ) -> *mut RawDmaBuf;
     fn vb2r_dmabuf_put(d: *mut RawDmaBuf);
+    fn vb2r_dmabuf_ref(d: *mut RawDmaBuf) -> *mut RawDmaBuf;
+    fn vb2r_dmabuf_wait_others(d: *mut RawDmaBuf, timeout_ms: u32, waited_ns: *mut u64) -> c_int;
+    fn vb2r_dmabuf_others_busy(d: *mut RawDmaBuf) -> bool;
+    pub(crate) fn vb2r_param_wait_readers() -> bool;
+    pub(crate) fn vb2r_param_wait_readers_timeout_ms() -> u32;
 
     fn vb2r_fence_context() -> u64;
     fn vb2r_fence_create(context: u64, seqno: u64, timeline: *const c_char) -> *mut DmaFence;
@@ -228,6 +288,11 @@ impl Fence {
         unsafe { vb2r_fence_signal(self.0.as_ptr(), error) }
     }
 
+    /// The `struct dma_fence` pointer (the reference stays with `self`).
+    pub(crate) fn as_ptr(&self) -> *mut DmaFence {
+        self.0.as_ptr()
+    }
+
     /// Whether the fence is signaled (any context).
     pub(crate) fn is_signaled(&self) -> bool {
         // SAFETY: we hold a reference, so the fence is alive.
@@ -286,6 +351,28 @@ impl DmaBuf {
     pub(crate) fn only_ours(&self) -> bool {
         // SAFETY: we hold a reference.
         unsafe { vb2r_dmabuf_only_ours(self.0.as_ptr()) }
+    }
+
+    /// Another reference to the same dma-buf.
+    pub(crate) fn new_ref(&self) -> DmaBuf {
+        // SAFETY: we hold a reference, so the dma-buf is alive; C takes another and returns
+        // the same non-NULL pointer.
+        DmaBuf(unsafe { NonNull::new_unchecked(vb2r_dmabuf_ref(self.0.as_ptr())) })
+    }
+
+    /// Waits (interruptibly, at most `timeout_ms`) for the unsignaled fences of other devices on
+    /// this dma-buf; `Ok(ns waited)` or -ERESTARTSYS / -ETIMEDOUT (process context, no lock).
+    pub(crate) fn wait_others(&self, timeout_ms: u32) -> (Result, u64) {
+        let mut ns = 0;
+        // SAFETY: we hold a reference; `ns` is a valid out-pointer.
+        let r = unsafe { vb2r_dmabuf_wait_others(self.0.as_ptr(), timeout_ms, &mut ns) };
+        (if r == 0 { Ok(()) } else { Err(errno(r)) }, ns)
+    }
+
+    /// Whether another device's fence on this dma-buf is unsignaled now (any context).
+    pub(crate) fn others_busy(&self) -> bool {
+        // SAFETY: we hold a reference.
+        unsafe { vb2r_dmabuf_others_busy(self.0.as_ptr()) }
     }
 
     /// Whether `self` and `other` are the same dma-buf.

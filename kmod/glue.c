@@ -17,16 +17,23 @@
 #include <linux/namei.h>
 #include <linux/rculist.h>
 #include <linux/slab.h>
+#include <linux/sync_file.h>
+#include <linux/workqueue.h>
 #include <linux/version.h>
 #include <linux/videodev2.h>
 #include <media/v4l2-dev.h>
+#include <media/v4l2-device.h>
 #include <media/v4l2-fh.h>
 #include <media/v4l2-ioctl.h>
 #include <media/v4l2-mem2mem.h>
+#include <media/media-device.h>
+#include <media/media-request.h>
 #include <media/videobuf2-core.h>
+#include <media/videobuf2-v4l2.h>
 #include <trace/events/vb2.h>
 
 #include "glue.h"
+#include "glue_internal.h"
 
 MODULE_VERSION(VB2R_VERSION);
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
@@ -35,34 +42,14 @@ MODULE_IMPORT_NS("DMA_BUF");
 MODULE_IMPORT_NS(DMA_BUF);
 #endif
 
-/*
- * A fence outlives the module that issued it: a dma-buf's resv keeps it as long as the buffer
- * lives. It is independent of us only if (a) the core detaches its ops when it signals
- * (dma_fence_signal_timestamp_locked() clears fence->ops when there is no .release and no .wait)
- * and (b) its spinlock is the fence's inline lock (a lock of ours would carry a lockdep class whose
- * key and name live in our module). Both came in 7.1 (541c8f2468b9 "dma-buf: detach fence ops on
- * signal v3" and 1f32f310a13c "dma-buf: inline spinlock for fence protection v5", drm-misc-next
- * after 7.0-rc1), but 7.1's dma_fence tracepoints (signaled, wait_end, destroy) still read
- * fence->ops of a detached fence: a NULL dereference with those events enabled, fixed by
- * e94b9f01543c "dma-fence: Fix potential tracepoint null pointer dereferences" in 7.2. So a fence
- * of ours is independent from 7.2 on (checked in Debian's 7.2.12 and 7.3.4); 6.12 has neither
- * (6.12.117: dma_fence_init() BUG()s on a NULL lock and fence->ops is never cleared), and 7.0
- * and 7.1 take the old path too (docs/design.md, "7.0, 7.1 and 7.2"). On old kernels every fence
- * holds a reference on this module from its creation to its release (.release below, which also
- * keeps 7.1 from detaching its ops): rmmod answers -EBUSY while any of our fences exists instead
- * of leaving fences that point into freed module memory, and works again once the last one is
- * gone.
- */
-#define VB2R_FENCE_INDEPENDENT (LINUX_VERSION_CODE >= KERNEL_VERSION(7, 2, 0))
-
 const char *vb2r_version(void)
 {
 	return VB2R_VERSION;
 }
 
-static char mode[16] = "queue";
+static char mode[16] = "strict";
 module_param_string(mode, mode, sizeof(mode), 0444);
-MODULE_PARM_DESC(mode, "what to fence: queue (default: a WRITE fence from QBUF until the driver returns the buffer), dqbuf (a signaled fence at DQBUF), off");
+MODULE_PARM_DESC(mode, "what to fence: strict (default: a WRITE fence while a committed job writes the buffer, until the job ends), queue (RFC v1: from QBUF until the driver returns the buffer), dqbuf (a signaled fence at DQBUF), off");
 
 static char attach[256];
 module_param_string(attach, attach, sizeof(attach), 0444);
@@ -94,7 +81,7 @@ struct vb2r_hooks {
 
 /* Every table made; readers (the wrappers) walk it under RCU, writers hold the mutex. */
 static LIST_HEAD(vb2r_hooks_list);
-static DEFINE_MUTEX(vb2r_hooks_mutex);
+DEFINE_MUTEX(vb2r_hooks_mutex);
 /* Wrappers running now: vb2r_glue_exit() waits for zero. */
 static atomic_t vb2r_inflight = ATOMIC_INIT(0);
 static DECLARE_WAIT_QUEUE_HEAD(vb2r_inflight_wq);
@@ -121,7 +108,12 @@ static struct vb2r_hooks *vb2r_enter(struct file *file)
 	return found;
 }
 
-static void vb2r_exit_call(void)
+void vb2r_enter_count(void)
+{
+	atomic_inc(&vb2r_inflight);
+}
+
+void vb2r_exit_call(void)
 {
 	if (atomic_dec_and_test(&vb2r_inflight))
 		wake_up_all(&vb2r_inflight_wq);
@@ -177,6 +169,7 @@ static void vb2r_fill_buffer(struct vb2r_call *c, const struct v4l2_buffer *b)
 	c->index = b->index;
 	c->memory = b->memory;
 	c->flags = b->flags;
+	c->ts = (u64)b->timestamp.tv_sec * NSEC_PER_SEC + (u64)b->timestamp.tv_usec * NSEC_PER_USEC;
 	if (b->memory != V4L2_MEMORY_DMABUF)
 		return;
 	if (V4L2_TYPE_IS_MULTIPLANAR(b->type)) {
@@ -258,6 +251,53 @@ static int vb2r_w_release(struct file *file)
 	return ret;
 }
 
+/*
+ * unlocked_ioctl: for a capture QBUF, wait for other devices' readers of the buffer before the
+ * V4L2 core takes its lock (vb2r_rs_qbuf_wait()); everything else goes straight through.
+ */
+static long vb2r_w_unlocked_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct vb2r_hooks *h = vb2r_enter(file);
+	struct v4l2_plane planes[VB2R_MAX_PLANES];
+	struct vb2r_qbuf_wait w = {};
+	struct v4l2_buffer b;
+	long ret;
+	u32 p;
+
+	if (WARN_ON_ONCE(!h)) {
+		vb2r_exit_call();
+		return -ENODEV;
+	}
+	if (cmd == VIDIOC_QBUF && !copy_from_user(&b, (void __user *)arg, sizeof(b)) &&
+	    V4L2_TYPE_IS_CAPTURE(b.type)) {
+		w.type = b.type;
+		w.index = b.index;
+		w.memory = b.memory;
+		w.file = file;
+		if (b.memory == V4L2_MEMORY_DMABUF) {
+			if (!V4L2_TYPE_IS_MULTIPLANAR(b.type)) {
+				w.nplanes = 1;
+				w.fds[0] = b.m.fd;
+			} else if (b.length <= VB2R_MAX_PLANES &&
+				   !copy_from_user(planes, (void __user *)b.m.planes,
+						   b.length * sizeof(planes[0]))) {
+				w.nplanes = b.length;
+				for (p = 0; p < b.length; p++)
+					w.fds[p] = planes[p].m.fd;
+			}
+		}
+		ret = vb2r_rs_qbuf_wait(h->rs_node, &w);
+		if (ret) {
+			vb2r_exit_call();
+			return ret;
+		}
+	}
+	/* A bad argument is the driver's to refuse, as without us. */
+	ret = h->orig_fops->unlocked_ioctl(file, cmd, arg);
+	vb2r_exit_call();
+	return ret;
+}
+
 /* Writes our wrappers into the entries of @h's tables that the driver has (WRITE_ONCE each). */
 static void vb2r_hooks_arm(struct vb2r_hooks *h)
 {
@@ -275,6 +315,8 @@ static void vb2r_hooks_arm(struct vb2r_hooks *h)
 #undef VB2R_HOOK
 	if (h->orig_fops->release)
 		WRITE_ONCE(h->fops.release, vb2r_w_release);
+	if (h->orig_fops->unlocked_ioctl)
+		WRITE_ONCE(h->fops.unlocked_ioctl, vb2r_w_unlocked_ioctl);
 }
 
 /* Writes the driver's own operations back into the wrapped entries (WRITE_ONCE each). */
@@ -290,6 +332,7 @@ static void vb2r_hooks_disarm(struct vb2r_hooks *h)
 	VB2R_UNHOOK(vidioc_streamoff);
 #undef VB2R_UNHOOK
 	WRITE_ONCE(h->fops.release, h->orig_fops->release);
+	WRITE_ONCE(h->fops.unlocked_ioctl, h->orig_fops->unlocked_ioctl);
 }
 
 struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node)
@@ -345,7 +388,7 @@ void vb2r_hooks_remove(struct vb2r_hooks *h)
  * Nodes.
  */
 
-static bool vb2r_is_video_chrdev(struct inode *inode)
+bool vb2r_is_video_chrdev(struct inode *inode)
 {
 	return S_ISCHR(inode->i_mode) && imajor(inode) == VIDEO_MAJOR;
 }
@@ -479,467 +522,22 @@ int vb2r_watch_class(struct video_device *vdev)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Queues and buffers.
+ * At module exit (vb2r_glue_exit()).
  */
 
-static struct v4l2_fh *vb2r_file_fh(struct file *file)
+void vb2r_class_unwatch(void)
 {
-	struct video_device *vdev = video_devdata(file);
-
-	return test_bit(V4L2_FL_USES_V4L2_FH, &vdev->flags) ? file->private_data : NULL;
-}
-
-struct vb2_queue *vb2r_file_queue(struct file *file, u32 type, u32 *m2m)
-{
-	struct video_device *vdev = video_devdata(file);
-	struct v4l2_fh *fh = vb2r_file_fh(file);
-
-	/* The static inline accessors: no symbol dependency on v4l2-mem2mem.ko. */
-	if (fh && fh->m2m_ctx) {
-		*m2m = 1;
-		return V4L2_TYPE_IS_OUTPUT(type) ? v4l2_m2m_get_src_vq(fh->m2m_ctx) :
-						   v4l2_m2m_get_dst_vq(fh->m2m_ctx);
-	}
-	*m2m = 0;
-	if (vdev->queue && vdev->queue->type == type)
-		return vdev->queue;
-	return NULL;
-}
-
-struct vb2_queue *vb2r_file_release_queue(struct file *file, u32 *m2m)
-{
-	struct video_device *vdev = video_devdata(file);
-	struct v4l2_fh *fh = vb2r_file_fh(file);
-
-	if (fh && fh->m2m_ctx) {
-		*m2m = 1;
-		return v4l2_m2m_get_dst_vq(fh->m2m_ctx);
-	}
-	*m2m = 0;
-	if (vdev->queue && V4L2_TYPE_IS_CAPTURE(vdev->queue->type))
-		return vdev->queue;
-	return NULL;
-}
-
-u32 vb2r_queue_owner(struct vb2_queue *q, struct file *file)
-{
-	if (!q->owner)
-		return 0;
-	return q->owner == file->private_data ? 1 : 2;
-}
-
-u32 vb2r_queue_type(struct vb2_queue *q)
-{
-	return q->type;
-}
-
-u32 vb2r_queue_memory(struct vb2_queue *q)
-{
-	return q->memory;
-}
-
-u32 vb2r_queue_max_buffers(struct vb2_queue *q)
-{
-	return q->max_num_buffers;
-}
-
-u32 vb2r_vb_state(struct vb2_buffer *vb)
-{
-	switch (READ_ONCE(vb->state)) {
-	case VB2_BUF_STATE_DEQUEUED:
-		return VB2R_BUF_DEQUEUED;
-	case VB2_BUF_STATE_IN_REQUEST:
-		return VB2R_BUF_IN_REQUEST;
-	case VB2_BUF_STATE_PREPARING:
-		return VB2R_BUF_PREPARING;
-	case VB2_BUF_STATE_QUEUED:
-		return VB2R_BUF_QUEUED;
-	case VB2_BUF_STATE_ACTIVE:
-		return VB2R_BUF_ACTIVE;
-	case VB2_BUF_STATE_DONE:
-		return VB2R_BUF_DONE;
-	case VB2_BUF_STATE_ERROR:
-		return VB2R_BUF_ERROR;
-	}
-	return VB2R_BUF_NONE;
-}
-
-u32 vb2r_buffer_state(struct vb2_queue *q, u32 index)
-{
-	struct vb2_buffer *vb = index < q->max_num_buffers ? vb2_get_buffer(q, index) : NULL;
-
-	return vb ? vb2r_vb_state(vb) : VB2R_BUF_NONE;
-}
-
-u32 vb2r_buffer_planes(struct vb2_queue *q, u32 index)
-{
-	struct vb2_buffer *vb = index < q->max_num_buffers ? vb2_get_buffer(q, index) : NULL;
-
-	return vb ? vb->num_planes : 0;
-}
-
-struct dma_buf *vb2r_buffer_imported_dmabuf(struct vb2_queue *q, u32 index, u32 plane)
-{
-	struct vb2_buffer *vb = index < q->max_num_buffers ? vb2_get_buffer(q, index) : NULL;
-	struct dma_buf *dbuf;
-
-	if (!vb || q->memory != VB2_MEMORY_DMABUF || plane >= vb->num_planes)
-		return NULL;
-	dbuf = vb->planes[plane].dbuf;
-	if (dbuf)
-		get_dma_buf(dbuf);
-	return dbuf;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * dma-buf, dma_resv, dma_fence.
- */
-
-struct dma_buf *vb2r_dmabuf_get(int fd)
-{
-	struct dma_buf *dmabuf = dma_buf_get(fd);
-
-	return IS_ERR(dmabuf) ? NULL : dmabuf;
-}
-
-struct dma_buf *vb2r_dmabuf_get_export(int fd, struct vb2_queue *q, u32 index, u32 plane)
-{
-	struct vb2_buffer *vb = vb2_get_buffer(q, index);
-	struct dma_buf *dmabuf;
-
-	if (!vb || plane >= vb->num_planes)
-		return NULL;
-	dmabuf = vb2r_dmabuf_get(fd);
-	if (dmabuf && dmabuf->priv != vb->planes[plane].mem_priv) {
-		dma_buf_put(dmabuf);
-		return NULL;
-	}
-	return dmabuf;
-}
-
-void vb2r_dmabuf_put(struct dma_buf *dmabuf)
-{
-	dma_buf_put(dmabuf);
-}
-
-struct vb2r_fence {
-	struct dma_fence base;	/* first: the default release kfree_rcu()s the dma_fence pointer */
-#if !VB2R_FENCE_INDEPENDENT
-	spinlock_t lock;	/* old kernels have no inline fence lock (the fence pins the module) */
-#endif
-	char timeline[48];
-};
-
-static const char *vb2r_fence_driver_name(struct dma_fence *f)
-{
-	return "vb2_resv";
-}
-
-static const char *vb2r_fence_timeline_name(struct dma_fence *f)
-{
-	return container_of(f, struct vb2r_fence, base)->timeline;
-}
-
-#if !VB2R_FENCE_INDEPENDENT
-/*
- * Old kernels: the last reference to one of our fences is gone. Free it as the core would
- * (kfree_rcu(); `base` is first) and drop the module reference the fence held. Returning from
- * here after module_put() is safe: an unload that this put makes possible waits in
- * vb2r_glue_exit() for RCU-tasks and RCU grace periods, which a task or an atomic context still
- * on these last instructions ends first.
- */
-static void vb2r_fence_release(struct dma_fence *f)
-{
-	dma_fence_free(f);
-	module_put(THIS_MODULE);
-}
-#endif
-
-/* No .release and no .wait: on 7.2+ the core detaches these ops when the fence signals. */
-static const struct dma_fence_ops vb2r_fence_ops = {
-	.get_driver_name = vb2r_fence_driver_name,
-	.get_timeline_name = vb2r_fence_timeline_name,
-#if !VB2R_FENCE_INDEPENDENT
-	.release = vb2r_fence_release,
-#endif
-};
-
-u64 vb2r_fence_context(void)
-{
-	return dma_fence_context_alloc(1);
-}
-
-struct dma_fence *vb2r_fence_create(u64 context, u64 seqno, const char *timeline)
-{
-	struct vb2r_fence *f;
-
-#if !VB2R_FENCE_INDEPENDENT
-	/* The fence's reference on us (see vb2r_fence_release()); refused while unloading. */
-	if (!try_module_get(THIS_MODULE))
-		return NULL;
-#endif
-	f = kzalloc(sizeof(*f), GFP_KERNEL);
-	if (!f) {
-#if !VB2R_FENCE_INDEPENDENT
-		module_put(THIS_MODULE);
-#endif
-		return NULL;
-	}
-	strscpy(f->timeline, timeline, sizeof(f->timeline));
-#if VB2R_FENCE_INDEPENDENT
-	/* NULL: the fence's inline lock, whose lockdep class belongs to the core. */
-	dma_fence_init(&f->base, &vb2r_fence_ops, NULL, context, seqno);
-#else
-	spin_lock_init(&f->lock);
-	dma_fence_init(&f->base, &vb2r_fence_ops, &f->lock, context, seqno);
-#endif
-	return &f->base;
-}
-
-/* Unlocks the first @n resvs of @bufs. */
-static void vb2r_resv_unlock_all(struct dma_buf *const *bufs, u32 n)
-{
-	while (n--)
-		dma_resv_unlock(bufs[n]->resv);
-}
-
-int vb2r_fence_publish(struct dma_buf *const *bufs, u32 n, struct dma_fence *fence)
-{
-	struct ww_acquire_ctx ctx;
-	int contended = -1;
-	u32 i;
-	int ret;
-
-	/* One dma-buf per export (and per imported plane): a handful, bounded for the stack. */
-	if (n > 32)
-		return -EINVAL;
-	ww_acquire_init(&ctx, &reservation_ww_class);
-retry:
-	if (contended >= 0) {
-		/* Backed off: wait for the contended lock first, holding nothing. */
-		ret = dma_resv_lock_slow_interruptible(bufs[contended]->resv, &ctx);
-		if (ret)
-			goto fini;
-	}
-	for (i = 0; i < n; i++) {
-		if ((int)i == contended)
-			continue;
-		ret = dma_resv_lock_interruptible(bufs[i]->resv, &ctx);
-		if (!ret)
-			continue;
-		if (ret == -EALREADY)	/* the same dma-buf twice: the caller's bug */
-			ret = -EINVAL;
-		/* Drop everything we hold (the slow-locked one as well) and back off. */
-		if (contended >= 0 && contended > (int)i)
-			dma_resv_unlock(bufs[contended]->resv);
-		vb2r_resv_unlock_all(bufs, i);
-		if (ret == -EDEADLK) {
-			contended = i;
-			goto retry;
-		}
-		goto fini;
-	}
-	ww_acquire_done(&ctx);
-	/* Everything that can fail or allocate, on every resv, before the fence is visible. */
-	for (i = 0; i < n; i++) {
-		ret = dma_resv_reserve_fences(bufs[i]->resv, 1);
-		if (ret)
-			goto unlock;
-	}
-	for (i = 0; i < n; i++)
-		dma_resv_add_fence(bufs[i]->resv, fence, DMA_RESV_USAGE_WRITE);
-	ret = 0;
-unlock:
-	vb2r_resv_unlock_all(bufs, n);
-fini:
-	ww_acquire_fini(&ctx);
-	return ret;
-}
-
-bool vb2r_dmabuf_only_ours(struct dma_buf *dmabuf)
-{
-	return file_count(dmabuf->file) == 1;
-}
-
-void vb2r_fence_signal(struct dma_fence *fence, int error)
-{
-	bool cookie = dma_fence_begin_signalling();
-
-	if (error && !dma_fence_is_signaled(fence))
-		dma_fence_set_error(fence, error);
-	dma_fence_signal(fence);
-	dma_fence_end_signalling(cookie);
-}
-
-struct dma_fence *vb2r_fence_get(struct dma_fence *fence)
-{
-	return dma_fence_get(fence);
-}
-
-void vb2r_fence_put(struct dma_fence *fence)
-{
-	dma_fence_put(fence);
-}
-
-bool vb2r_fence_signaled(struct dma_fence *fence)
-{
-	return dma_fence_is_signaled(fence);
-}
-
-u64 vb2r_ktime_ns(void)
-{
-	return ktime_get_ns();
-}
-
-void vb2r_sleep_ms(u32 ms)
-{
-	msleep(ms);
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Registration.
- */
-
-/*
- * test_hardirq_signal: hantro returns buffers from its interrupt handler, the virtual drivers
- * from a kthread or a workqueue, so without help the suite never runs the signalling path in
- * hard IRQ. With the parameter set, each vb2_buf_done event is copied (queue address as a key,
- * index, state, time) into a slot and handed to an irq_work, which runs the same
- * vb2r_rs_buf_done() there, under lockdep. A plain irq_work runs in hard IRQ (a self-IPI on x86
- * and arm64) and lockdep treats it as a threadable interrupt handler, as hantro's is (a kthread
- * on PREEMPT_RT, like a forced-threaded handler). Not IRQ_WORK_HARD_IRQ: that is a raw hard-IRQ
- * context, in which the spinlock_t of a dma_fence (and ours) is invalid on PREEMPT_RT, and
- * lockdep says so ("Invalid wait context"); drivers that signal from IRQF_NO_THREAD handlers
- * have the same limit with every dma_fence. Test aid only: it delays the signal by an interrupt.
- */
-static bool test_hardirq_signal;
-module_param(test_hardirq_signal, bool, 0644);
-MODULE_PARM_DESC(test_hardirq_signal, "test aid: signal fences from an irq_work (hard IRQ), as with a driver that returns buffers in its interrupt handler (default: off)");
-
-#define VB2R_IRQ_SLOTS 64
-struct vb2r_irq_event {
-	struct irq_work work;
-	struct vb2_queue *q;
-	u32 index;
-	u32 state;
-	u64 event_ns;
-};
-static struct vb2r_irq_event vb2r_irq_events[VB2R_IRQ_SLOTS];
-static DECLARE_BITMAP(vb2r_irq_busy, VB2R_IRQ_SLOTS);
-static atomic_t vb2r_irq_hard = ATOMIC_INIT(0);
-static atomic_t vb2r_irq_not_hard = ATOMIC_INIT(0);
-static atomic_t vb2r_irq_in_place = ATOMIC_INIT(0);
-
-static void vb2r_irq_event_run(struct irq_work *w)
-{
-	struct vb2r_irq_event *e = container_of(w, struct vb2r_irq_event, work);
-
-	atomic_inc(in_hardirq() ? &vb2r_irq_hard : &vb2r_irq_not_hard);
-	vb2r_rs_buf_done(e->q, NULL, e->index, e->state, e->event_ns);
-	/* The slot's fields are not read after this. */
-	clear_bit_unlock(e - vb2r_irq_events, vb2r_irq_busy);
-}
-
-/* Hands the event to a free slot's irq_work; false when every slot is busy. */
-static bool vb2r_irq_defer(struct vb2_queue *q, u32 index, u32 state, u64 event_ns)
-{
-	unsigned int i;
-
-	for (i = 0; i < VB2R_IRQ_SLOTS; i++) {
-		struct vb2r_irq_event *e = &vb2r_irq_events[i];
-
-		if (test_and_set_bit_lock(i, vb2r_irq_busy))
-			continue;
-		e->q = q;
-		e->index = index;
-		e->state = state;
-		e->event_ns = event_ns;
-		irq_work_queue(&e->work);
-		return true;
-	}
-	return false;
-}
-
-/*
- * Test aid for fence.requeue-race: spin this long in the probe before handling the event, which
- * widens the window in which the buffer is already on the done list (and can be dequeued and
- * queued again on another CPU) while its event is not handled yet. 0 (default): off.
- */
-static uint test_buf_done_delay_us;
-module_param(test_buf_done_delay_us, uint, 0644);
-MODULE_PARM_DESC(test_buf_done_delay_us, "test aid: busy-wait this many microseconds (at most 10000) in the vb2_buf_done probe before handling the event (default: 0)");
-
-static void vb2r_probe_buf_done(void *data, struct vb2_queue *q, struct vb2_buffer *vb)
-{
-	uint delay = READ_ONCE(test_buf_done_delay_us);
-
-	if (delay)
-		udelay(min(delay, 10000U));
-	if (READ_ONCE(test_hardirq_signal) && !in_hardirq()) {
-		if (vb2r_irq_defer(q, vb->index, vb2r_vb_state(vb), ktime_get_ns()))
-			return;
-		atomic_inc(&vb2r_irq_in_place);
-	}
-	/* In place: Rust reads the buffer's current state under its fence lock. */
-	vb2r_rs_buf_done(q, vb, vb->index, vb2r_vb_state(vb), U64_MAX);
-}
-
-static DEFINE_MUTEX(vb2r_probe_mutex);
-static bool vb2r_probe_registered;
-
-void vb2r_glue_init(void)
-{
-	unsigned int i;
-
-	for (i = 0; i < VB2R_IRQ_SLOTS; i++)
-		init_irq_work(&vb2r_irq_events[i].work, vb2r_irq_event_run);
-}
-
-int vb2r_probe_register(void)
-{
-	int ret = 0;
-
-	mutex_lock(&vb2r_probe_mutex);
-	if (!vb2r_probe_registered) {
-		ret = register_trace_vb2_buf_done(vb2r_probe_buf_done, NULL);
-		vb2r_probe_registered = !ret;
-	}
-	mutex_unlock(&vb2r_probe_mutex);
-	return ret;
-}
-
-void vb2r_probe_unregister(void)
-{
-	mutex_lock(&vb2r_probe_mutex);
-	if (vb2r_probe_registered) {
-		unregister_trace_vb2_buf_done(vb2r_probe_buf_done, NULL);
-		tracepoint_synchronize_unregister();
-		vb2r_probe_registered = false;
-	}
-	mutex_unlock(&vb2r_probe_mutex);
-}
-
-void vb2r_glue_exit(void)
-{
-	struct vb2r_hooks *h, *tmp;
-	unsigned long waited = 0;
-	unsigned int i;
-
-	/* Every node is detached: remove_dev finds nothing to do from here on. */
 	mutex_lock(&vb2r_class_mutex);
 	if (vb2r_class_registered)
 		class_interface_unregister(&vb2r_class_intf);
 	vb2r_class_registered = false;
 	mutex_unlock(&vb2r_class_mutex);
-	vb2r_probe_unregister();
-	/* No probe runs any more: wait for the events it handed to irq_works. */
-	for (i = 0; i < VB2R_IRQ_SLOTS; i++)
-		irq_work_sync(&vb2r_irq_events[i].work);
-	if (atomic_read(&vb2r_irq_hard) || atomic_read(&vb2r_irq_not_hard) ||
-	    atomic_read(&vb2r_irq_in_place))
-		pr_info("vb2_resv: test_hardirq_signal: %d buffer-done events handled in hard IRQ, %d in an irq_work outside it, %d in place (no free slot)\n",
-			atomic_read(&vb2r_irq_hard), atomic_read(&vb2r_irq_not_hard),
-			atomic_read(&vb2r_irq_in_place));
+}
+
+void vb2r_wait_wrappers(void)
+{
+	unsigned long waited = 0;
+
 	/* 1. A task may have read one of our wrapper pointers just before the entries were restored. */
 	synchronize_rcu_tasks();
 	/* 2. The wrappers running now, including those asleep in a driver's DQBUF. */
@@ -950,6 +548,12 @@ void vb2r_glue_exit(void)
 	}
 	/* 3. A wrapper that dropped the counter may still be on its last instructions. */
 	synchronize_rcu_tasks();
+}
+
+void vb2r_hooks_leak_all(void)
+{
+	struct vb2r_hooks *h, *tmp;
+
 	/*
 	 * The tables stay: a task that read a table pointer before it was restored may be asleep
 	 * on the V4L2 serialization lock and read an entry (now the driver's own) at any time.
@@ -960,6 +564,4 @@ void vb2r_glue_exit(void)
 		kmemleak_not_leak(h);
 	}
 	mutex_unlock(&vb2r_hooks_mutex);
-	/* Let call_rcu callbacks and RCU readers of our fences' ops finish before the text goes. */
-	synchronize_rcu();
 }

@@ -86,6 +86,7 @@ struct vb2r_call {
 	u32 nplanes;     /* QBUF with V4L2_MEMORY_DMABUF: entries in fds[] */
 	s32 fd;          /* EXPBUF (after the call): the new dma-buf fd, or -1 */
 	s32 fds[VB2R_MAX_PLANES]; /* QBUF with V4L2_MEMORY_DMABUF: the fd of each plane */
+	u64 ts;          /* QBUF: v4l2_buffer.timestamp in ns (what vb2 copies for OUTPUT) */
 	struct file *file;
 	/*
 	 * Set by Rust's pre: nonzero when fences were published in pre and the original QBUF is
@@ -95,6 +96,7 @@ struct vb2r_call {
 	u32 signalling;
 	/* Scratch for Rust between pre and post; zeroed by C. */
 	u32 rs_flags;
+	u64 rs_mask;
 	void *rs_queue;
 };
 
@@ -220,8 +222,8 @@ void vb2r_vdev_driver(struct video_device *vdev, char *buf, size_t len);
 
 /*
  * vb2r_hooks_get() - the hook tables for @vdev: copies of its v4l2_file_operations and
- * v4l2_ioctl_ops in which release, reqbufs, remove_bufs, qbuf, dqbuf, expbuf, streamon and
- * streamoff (those the driver has) are replaced by wrappers that call vb2r_rs_pre/post() with
+ * v4l2_ioctl_ops in which release, unlocked_ioctl, reqbufs, remove_bufs, qbuf, dqbuf, expbuf,
+ * streamon and streamoff (those the driver has) are replaced by wrappers that call vb2r_rs_pre/post() with
  * @rs_node around the original. Entries the driver leaves NULL stay NULL, so the node's
  * valid_ioctls (computed at registration) still match. The tables made earlier for @vdev are
  * reused when the driver's tables are still the same (their wrapper entries are written back
@@ -244,6 +246,81 @@ struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node);
  */
 void vb2r_hooks_install(struct vb2r_hooks *h);
 void vb2r_hooks_remove(struct vb2r_hooks *h);
+
+/* ---------------------------------------------------------------------------------------------
+ * Waiting for other devices' readers before a CAPTURE buffer goes back to the hardware.
+ *
+ * The unlocked_ioctl file operation of an attached node is wrapped too: for VIDIOC_QBUF of a
+ * capture buffer type (native ioctl numbers only) it calls vb2r_rs_qbuf_wait() *before* the
+ * V4L2 core takes its serialization lock, so that a wait for a GPU's fences never holds the
+ * queue lock (vpu_mutex on hantro). A nonzero return fails the ioctl with it; otherwise the
+ * driver's unlocked_ioctl runs as usual.
+ */
+
+/* What vb2r_rs_qbuf_wait() learns of the QBUF (copied from userspace by C). */
+struct vb2r_qbuf_wait {
+	u32 type;
+	u32 index;
+	u32 memory;
+	u32 nplanes;              /* DMABUF: entries in fds[] */
+	s32 fds[VB2R_MAX_PLANES];
+	struct file *file;
+};
+
+/* Context: process, no lock held, in the ioctl of @w->file. */
+int vb2r_rs_qbuf_wait(void *rs_node, const struct vb2r_qbuf_wait *w);
+
+/*
+ * vb2r_param_wait_readers() - the wait_readers parameter (0644); and its bound in ms.
+ * Context: any.
+ */
+bool vb2r_param_wait_readers(void);
+u32 vb2r_param_wait_readers_timeout_ms(void);
+
+/*
+ * vb2r_dmabuf_wait_others() - wait, interruptibly and at most @timeout_ms, for every unsignaled
+ * fence on @dmabuf's resv, of any usage, that is not one of ours. Returns 0 (none left),
+ * -ERESTARTSYS (a signal) or -ETIMEDOUT, and the time waited in *waited_ns.
+ * vb2r_dmabuf_others_busy() - whether such a fence is unsignaled now (lock-free).
+ * Context: process (wait; may sleep, allocates a fence array); any (busy).
+ */
+int vb2r_dmabuf_wait_others(struct dma_buf *dmabuf, u32 timeout_ms, u64 *waited_ns);
+bool vb2r_dmabuf_others_busy(struct dma_buf *dmabuf);
+
+/* ---------------------------------------------------------------------------------------------
+ * Watchdog, explicit sync.
+ */
+
+/*
+ * vb2r_param_fence_timeout_ms() - the fence_timeout_ms parameter (0644: may change at run time).
+ * Context: any.
+ */
+u32 vb2r_param_fence_timeout_ms(void);
+
+/*
+ * vb2r_watchdog_start() / vb2r_watchdog_stop() - run vb2r_rs_watchdog() every 100 ms from the
+ * system workqueue while started (started with the first attached node); stop waits for a
+ * running pass. Context: process; stop may not be called from the watchdog itself.
+ * vb2r_rs_watchdog() - implemented in Rust: one pass over the pending fences. Context: process
+ * (a workqueue).
+ */
+void vb2r_watchdog_start(void);
+void vb2r_watchdog_stop(void);
+void vb2r_rs_watchdog(void);
+
+/*
+ * vb2r_fd_queue() - the vb2 queue of buffer type @type that a call on the V4L2 fd @fd would
+ * address (vb2r_file_queue()), as a lookup key only: it is not pinned and must not be
+ * dereferenced. NULL with *err set: -EBADF, -ENOTTY (not a V4L2 node), -EINVAL (no such queue).
+ * Context: process.
+ */
+struct vb2_queue *vb2r_fd_queue(int fd, u32 type, int *err);
+
+/*
+ * vb2r_sync_file_fd() - a new O_CLOEXEC fd of a sync_file holding @fence, or the signaled stub
+ * fence when @fence is NULL; a negative errno on failure. Context: process.
+ */
+int vb2r_sync_file_fd(struct dma_fence *fence);
 
 /* ---------------------------------------------------------------------------------------------
  * Queues and buffers.
@@ -305,6 +382,104 @@ u32 vb2r_buffer_planes(struct vb2_queue *q, u32 index);
 struct dma_buf *vb2r_buffer_imported_dmabuf(struct vb2_queue *q, u32 index, u32 plane);
 
 /* ---------------------------------------------------------------------------------------------
+ * Mode strict: what the jobs of an m2m context will be, from its ready queues.
+ */
+
+/* Most buffers a snapshot lists per side; more are left out (n* says how many there were). */
+#define VB2R_SNAP_MAX 32
+
+/* One buffer of a snapshot, in queue order. */
+struct vb2r_snap_buf {
+	u32 index;
+	u32 hold;        /* OUTPUT: V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF; CAPTURE: is_held */
+	u32 ts_valid;    /* CAPTURE: a timestamp was copied from an OUTPUT buffer */
+	u32 pad;
+	u64 ts;          /* vb2 timestamp (ns) */
+};
+
+/*
+ * The job-relevant state of an m2m context: its ready queues (the buffers the driver holds and
+ * will pair into jobs, running job first), whether each side streams, whether the context
+ * runs jobs without capture streaming, and the buffers vb2 still holds for a side that does not
+ * stream yet (they go to the driver at STREAMON).
+ */
+struct vb2r_m2m_snap {
+	u32 out_streaming;
+	u32 cap_streaming;   /* start_streaming() called on the CAPTURE queue */
+	u32 ignore_cap_streaming;
+	u32 nsrc;
+	u32 ndst;
+	u32 nsrc_vb2;        /* OUTPUT buffers vb2 holds (QUEUED, not in the driver yet) */
+	u32 ndst_vb2;
+	u32 pad;
+	struct vb2r_snap_buf src[VB2R_SNAP_MAX];
+	struct vb2r_snap_buf dst[VB2R_SNAP_MAX];
+	struct vb2r_snap_buf src_vb2[VB2R_SNAP_MAX];
+	struct vb2r_snap_buf dst_vb2[VB2R_SNAP_MAX];
+};
+
+/*
+ * vb2r_m2m_snapshot() - fill @s for the m2m context whose CAPTURE queue is @cap_q.
+ * @cap_q must be the CAPTURE queue of an m2m context (vb2r_file_queue() said m2m).
+ * Context: process, in a call on the context's file, its queue lock held (the ready queues are
+ * read under their spinlocks).
+ */
+void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s);
+
+/*
+ * vb2r_m2m_out_queue() - the OUTPUT queue of the m2m context whose CAPTURE queue is @cap_q.
+ * Context: any; the context alive.
+ */
+struct vb2_queue *vb2r_m2m_out_queue(struct vb2_queue *cap_q);
+
+/*
+ * vb2r_queue_streaming() - start_streaming() was called on @q.
+ * vb2r_queue_vb2_queued() - the buffers of @q that vb2 holds in its queued list and has not
+ * given to the driver (state QUEUED), in order, at most @max; returns how many there are.
+ * Context: process, the queue's lock held.
+ */
+u32 vb2r_queue_streaming(struct vb2_queue *q);
+u32 vb2r_queue_vb2_queued(struct vb2_queue *q, struct vb2r_snap_buf *out, u32 max);
+
+/*
+ * vb2r_vb_output_info() - for an OUTPUT buffer (the buf_done probe): its hold flag and timestamp.
+ * Context: any; @vb alive.
+ */
+void vb2r_vb_output_info(struct vb2_buffer *vb, u32 *hold, u64 *ts);
+
+/*
+ * Media requests (stateless decoders): the media device's req_queue is wrapped like the ioctl
+ * ops. vb2r_rs_req_queue() is called with the OUTPUT buffers of the request about to be queued
+ * (at most VB2R_SNAP_MAX), before the original req_queue, which cannot fail and may run the job
+ * at once (visl), with mdev->req_queue_mutex held. Context: process.
+ */
+struct vb2r_req_buf {
+	struct vb2_queue *q;
+	u32 index;
+	u32 hold;
+	u64 ts;
+};
+int vb2r_rs_req_queue(void *rs_node, const struct vb2r_req_buf *bufs, u32 n);
+/*
+ * (vb2r_rs_req_queue() runs with the OUTPUT queue's lock held, as a QBUF does; m2m stateless
+ * drivers share it with the CAPTURE queue (hantro: vpu_mutex; visl: the context's vb_mutex).
+ * It returns 1 when it published a fence. The original req_queue is not run as a signalling
+ * section: it takes the queue lock again, which REQBUFS holds across GFP_KERNEL allocations
+ * (docs/design.md). A request whose OUTPUT queue has no lock is not looked at.)
+ */
+
+/*
+ * vb2r_mdev_hooks_install() - wrap req_queue of the media device of @vdev's v4l2_device (if it
+ * has one with a req_queue), with @rs_node for vb2r_rs_req_queue(). The table copy is never
+ * freed and restored entry by entry, like the ioctl tables (vb2r_hooks_remove()).
+ * vb2r_mdev_hooks_remove() - point the media device back at its own ops.
+ * Returns 1 if wrapped, 0 if the node has no request queue op, -ENOMEM.
+ * Context: process; serialized by the caller.
+ */
+int vb2r_mdev_hooks_install(struct video_device *vdev, void *rs_node);
+void vb2r_mdev_hooks_remove(struct video_device *vdev);
+
+/* ---------------------------------------------------------------------------------------------
  * dma-buf, dma_resv and dma_fence mechanics.
  */
 
@@ -319,6 +494,8 @@ struct dma_buf *vb2r_buffer_imported_dmabuf(struct vb2_queue *q, u32 index, u32 
 struct dma_buf *vb2r_dmabuf_get(int fd);
 struct dma_buf *vb2r_dmabuf_get_export(int fd, struct vb2_queue *q, u32 index, u32 plane);
 void vb2r_dmabuf_put(struct dma_buf *dmabuf);
+/* vb2r_dmabuf_ref() - another reference on @dmabuf; returns it. Context: any. */
+struct dma_buf *vb2r_dmabuf_ref(struct dma_buf *dmabuf);
 
 /*
  * vb2r_fence_context() - a new fence context (dma_fence_context_alloc(1)).

@@ -349,6 +349,11 @@ pub(crate) trait KVecExt<T> {
     fn remove(&mut self, i: usize) -> core::result::Result<T, ()>;
     /// Drops every element (the allocation stays).
     fn clear(&mut self);
+    /// Inserts `v` at `i` (at most the length) if there is room, without allocating; gives
+    /// `v` back otherwise.
+    fn insert_within_capacity(&mut self, i: usize, v: T) -> core::result::Result<(), T>;
+    /// Keeps only the elements for which `f` is true, in order.
+    fn retain(&mut self, f: impl FnMut(&mut T) -> bool);
     /// Moves every element out, in order, leaving the vector empty. The allocation goes with
     /// the iterator (7.x keeps it in the vector): freeing it is IRQ-safe.
     fn drain_all(&mut self) -> kernel::alloc::kvec::IntoIter<T, kernel::alloc::allocator::Kmalloc>;
@@ -389,6 +394,28 @@ impl<T> KVecExt<T> for KVec<T> {
 
     fn clear(&mut self) {
         while self.pop().is_some() {}
+    }
+
+    fn insert_within_capacity(&mut self, i: usize, v: T) -> core::result::Result<(), T> {
+        if i > self.len() {
+            return Err(v);
+        }
+        self.push_within_capacity(v)?;
+        self[i..].rotate_right(1);
+        Ok(())
+    }
+
+    fn retain(&mut self, mut f: impl FnMut(&mut T) -> bool) {
+        let mut kept = 0;
+        for j in 0..self.len() {
+            if f(&mut self[j]) {
+                self.swap(kept, j);
+                kept += 1;
+            }
+        }
+        while self.len() > kept {
+            drop(self.pop());
+        }
     }
 
     fn drain_all(&mut self) -> kernel::alloc::kvec::IntoIter<T, kernel::alloc::allocator::Kmalloc> {

@@ -22,6 +22,14 @@ pub(crate) struct Counters {
     pub(crate) ok: AtomicU64,
     pub(crate) eio: AtomicU64,
     pub(crate) ecanceled: AtomicU64,
+    pub(crate) etimedout: AtomicU64,
+    /// QBUFs that handed the hardware a CAPTURE buffer with other devices' fences still
+    /// unsignaled on one of its dma-bufs (counted whether `wait_readers` is on or not).
+    pub(crate) readers_busy: AtomicU64,
+    /// Waits for those readers (`wait_readers`), their longest in ns, and how many timed out.
+    pub(crate) readers_waited: AtomicU64,
+    pub(crate) readers_longest_ns: AtomicU64,
+    pub(crate) readers_timeouts: AtomicU64,
     /// Attached and not yet signaled.
     pub(crate) pending: AtomicU64,
     /// The longest time a fence stayed pending, in ns.
@@ -39,6 +47,7 @@ impl Counters {
             Outcome::Ok => &self.ok,
             Outcome::Eio => &self.eio,
             Outcome::Ecanceled => &self.ecanceled,
+            Outcome::Etimedout => &self.etimedout,
         }
         .fetch_add(1, Relaxed);
         self.pending.fetch_sub(1, Relaxed);
@@ -102,11 +111,24 @@ impl Node {
         writeln!(f, "signaled ok: {}", c.ok.load(Relaxed))?;
         writeln!(f, "signaled -EIO: {}", c.eio.load(Relaxed))?;
         writeln!(f, "signaled -ECANCELED: {}", c.ecanceled.load(Relaxed))?;
+        writeln!(f, "signaled -ETIMEDOUT: {}", c.etimedout.load(Relaxed))?;
         writeln!(f, "pending now: {}", c.pending.load(Relaxed))?;
         writeln!(
             f,
             "longest pending: {} us",
             c.longest_ns.load(Relaxed) / 1000
+        )?;
+        writeln!(
+            f,
+            "readers busy at QBUF: {}",
+            c.readers_busy.load(Relaxed)
+        )?;
+        writeln!(
+            f,
+            "readers waited for: {}, longest {} us, timed out {}",
+            c.readers_waited.load(Relaxed),
+            c.readers_longest_ns.load(Relaxed) / 1000,
+            c.readers_timeouts.load(Relaxed)
         )
     }
 }

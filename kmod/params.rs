@@ -14,16 +14,21 @@ pub(crate) enum Mode {
     /// A fence attached at DQBUF, already signaled: what a DQBUF-time fence can and cannot do.
     Dqbuf,
     /// A WRITE fence from QBUF, before the buffer can reach the hardware, until the driver
-    /// returns it (the upstream RFC's first version, armed from buf_queue).
+    /// returns it (the upstream RFC's first version, armed from buf_queue). Its fence can
+    /// depend on userspace (a stateless decoder's bitstream request may never come).
     Queue,
+    /// The default: a WRITE fence only while a job that writes the buffer is committed (needs
+    /// no further userspace action) or running, ended at job end (docs/design.md, "Mode strict").
+    Strict,
 }
 
 impl Mode {
     /// Every mode with its parameter spelling, in the order `mode=` documents them.
-    pub(crate) const ALL: [(Mode, &'static str); 3] = [
+    pub(crate) const ALL: [(Mode, &'static str); 4] = [
         (Mode::Off, "off"),
         (Mode::Dqbuf, "dqbuf"),
         (Mode::Queue, "queue"),
+        (Mode::Strict, "strict"),
     ];
 
     /// The parameter spelling of this mode.
@@ -32,6 +37,7 @@ impl Mode {
             Mode::Off => "off",
             Mode::Dqbuf => "dqbuf",
             Mode::Queue => "queue",
+            Mode::Strict => "strict",
         }
     }
 
@@ -41,6 +47,7 @@ impl Mode {
             Mode::Off => 0,
             Mode::Dqbuf => 1,
             Mode::Queue => 2,
+            Mode::Strict => 3,
         }
     }
 
@@ -54,7 +61,7 @@ impl Mode {
         Self::ALL.iter().map(|(m, _)| *m).find(|m| m.index() == i)
     }
 
-    /// Parses `off`, `dqbuf` or `queue` (surrounding white space ignored).
+    /// Parses `off`, `dqbuf`, `queue` or `strict` (surrounding white space ignored).
     pub(crate) fn parse(text: &[u8]) -> Option<Mode> {
         let text = trim(text);
         Self::ALL
@@ -182,7 +189,7 @@ mod tests {
         for (mode, _) in Mode::ALL {
             assert_eq!(Mode::try_from_index(mode.index()), Some(mode));
         }
-        assert_eq!(Mode::try_from_index(3), None);
+        assert_eq!(Mode::try_from_index(4), None);
     }
 
     #[test]

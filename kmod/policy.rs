@@ -52,6 +52,8 @@ pub(crate) enum Outcome {
     Ok,
     Eio,
     Ecanceled,
+    /// The watchdog ended it (`fence_timeout_ms`).
+    Etimedout,
 }
 
 /// Who owns a vb2 queue, seen from the caller (`vb2r_queue_owner()`; an m2m context's queues
@@ -157,6 +159,68 @@ pub(crate) fn after_call(opcode: u32, ran: bool, ret: i32, owner: Owner, count: 
         op::REQBUFS => AfterCall::Gone,
         op::RELEASE if owner == Owner::Caller => AfterCall::Kill,
         _ => AfterCall::Nothing,
+    }
+}
+
+/// One buffer of an m2m context's queue, as the pairing sees it (`struct vb2r_snap_buf`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SnapBuf {
+    pub(crate) index: u32,
+    /// OUTPUT: V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF; CAPTURE: held by the previous job.
+    pub(crate) hold: u32,
+    /// CAPTURE: a timestamp was copied into it from an OUTPUT buffer.
+    pub(crate) ts_valid: u32,
+    pub(crate) pad: u32,
+    pub(crate) ts: u64,
+}
+
+/// The CAPTURE buffers (by index, as a bit mask) that a committed job will write: the m2m core
+/// pairs the OUTPUT buffers `src` with the CAPTURE buffers `dst`, both in ready-queue order, one
+/// job per OUTPUT buffer. A job returns its CAPTURE buffer unless its OUTPUT buffer asks to hold
+/// it (V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF, slice-based decoding); a held CAPTURE buffer is
+/// written by the next job only if that job's OUTPUT buffer has the same timestamp (the same
+/// picture), and is returned otherwise. Only jobs with both buffers in the driver's queues and
+/// both queues streaming are committed: nothing else runs without more from userspace.
+pub(crate) fn strict_paired(src: &[SnapBuf], dst: &[SnapBuf], streaming: bool) -> u64 {
+    let mut mask = 0u64;
+    strict_pairs(src, dst, streaming, |_, d| {
+        if d < 64 {
+            mask |= 1 << d;
+        }
+    });
+    mask
+}
+
+/// The committed jobs themselves, as [`strict_paired`] finds them: `job(src, dst)` for each,
+/// in order (OUTPUT and CAPTURE buffer indices).
+pub(crate) fn strict_pairs(
+    src: &[SnapBuf],
+    dst: &[SnapBuf],
+    streaming: bool,
+    mut job: impl FnMut(u32, u32),
+) {
+    if !streaming {
+        return;
+    }
+    let mut k = 0usize;
+    // A CAPTURE buffer held by an earlier job is written next only by the same picture.
+    let mut held_ts = dst.first().filter(|d| d.hold != 0 && d.ts_valid != 0).map(|d| d.ts);
+    for s in src {
+        if let Some(ts) = held_ts {
+            if ts != s.ts {
+                // The m2m core returns the held buffer and takes the next one.
+                k += 1;
+            }
+        }
+        let Some(d) = dst.get(k) else { break };
+        job(s.index, d.index);
+        if s.hold != 0 {
+            held_ts = Some(s.ts);
+        } else {
+            held_ts = None;
+            k += 1;
+        }
     }
 }
 
@@ -276,6 +340,51 @@ mod tests {
     fn remove_bufs_cancels_nothing() {
         assert!(!marks_cancelling(op::REMOVE_BUFS, Owner::Caller));
         assert_eq!(after_call(op::REMOVE_BUFS, true, 0, Owner::Caller, 1), AfterCall::Nothing);
+    }
+
+    fn sb(index: u32, hold: u32, ts: u64) -> SnapBuf {
+        SnapBuf {
+            index,
+            hold,
+            ts_valid: 0,
+            pad: 0,
+            ts,
+        }
+    }
+
+    #[test]
+    fn strict_pairs_one_job_per_output_buffer() {
+        let d = [sb(0, 0, 0), sb(1, 0, 0), sb(2, 0, 0)];
+        // No bitstream yet: no CAPTURE buffer has a committed job.
+        assert_eq!(strict_paired(&[], &d, true), 0);
+        // Two frames queued: the first two CAPTURE buffers, in order.
+        assert_eq!(strict_paired(&[sb(5, 0, 1), sb(6, 0, 2)], &d, true), 0b011);
+        // More frames than CAPTURE buffers: every CAPTURE buffer.
+        let s = [sb(5, 0, 1), sb(6, 0, 2), sb(7, 0, 3), sb(8, 0, 4)];
+        assert_eq!(strict_paired(&s, &d, true), 0b111);
+        // Not streaming on both sides: nothing is committed.
+        assert_eq!(strict_paired(&s, &d, false), 0);
+        // No CAPTURE buffer: nothing to fence.
+        assert_eq!(strict_paired(&s, &[], true), 0);
+    }
+
+    #[test]
+    fn strict_slices_share_their_capture_buffer() {
+        let d = [sb(3, 0, 0), sb(4, 0, 0)];
+        // Three slices of picture 1 (held, held, last), then picture 2.
+        let s = [sb(0, 1, 1), sb(1, 1, 1), sb(2, 0, 1), sb(3, 0, 2)];
+        assert_eq!(strict_paired(&s, &d, true), (1 << 3) | (1 << 4));
+        // Only the first slice queued: only its CAPTURE buffer, and only that one.
+        assert_eq!(strict_paired(&s[..1], &d, true), 1 << 3);
+        // Every slice held (userspace does not know which is last) and the next picture comes:
+        // the m2m core returns the held buffer and the next picture writes the next one.
+        let s = [sb(0, 1, 1), sb(1, 1, 2)];
+        assert_eq!(strict_paired(&s, &d, true), (1 << 3) | (1 << 4));
+        // A buffer held by an earlier slice job: a slice of the same picture writes it...
+        let held = [SnapBuf { hold: 1, ts_valid: 1, ..sb(3, 0, 7) }, sb(4, 0, 0)];
+        assert_eq!(strict_paired(&[sb(9, 0, 7)], &held, true), 1 << 3);
+        // ... a slice of the next picture does not.
+        assert_eq!(strict_paired(&[sb(9, 0, 8)], &held, true), 1 << 4);
     }
 
     #[test]

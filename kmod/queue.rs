@@ -34,6 +34,7 @@ impl Outcome {
             Outcome::Ok => 0,
             Outcome::Eio => -(kernel::bindings::EIO as c_int),
             Outcome::Ecanceled => -(kernel::bindings::ECANCELED as c_int),
+            Outcome::Etimedout => -(kernel::bindings::ETIMEDOUT as c_int),
         }
     }
 }
@@ -43,6 +44,9 @@ impl Outcome {
 struct FenceSlot {
     fence: Option<Fence>,
     armed_ns: u64,
+    /// Mode strict: the committed jobs (OUTPUT buffer indices, a bit each) the pending fence
+    /// covers.
+    jobs: u64,
     /// How the last fence of this buffer ended, for debugfs.
     last: Option<Outcome>,
 }
@@ -52,6 +56,7 @@ impl FenceSlot {
     /// it ends; `None` when there is none or it is already signaled.
     fn take(&mut self, outcome: Outcome) -> Option<(Fence, u64)> {
         let f = self.fence.take()?;
+        self.jobs = 0;
         if f.is_signaled() {
             return None;
         }
@@ -139,6 +144,11 @@ pub(crate) struct Queue {
     pub(crate) type_: u32,
     /// The queue of an m2m context (its life is the file's), not the node's own.
     pub(crate) m2m: bool,
+    /// The `struct vb2_queue` address of the m2m context's OUTPUT queue (0 if not m2m): a
+    /// second registry key, so that the probe and the request hook find this queue from it.
+    pub(crate) out_q: usize,
+    /// The watchdog logged a timeout on this queue already (once per queue).
+    timeout_logged: core::sync::atomic::AtomicBool,
     #[pin]
     bufs: Mutex<KVec<BufInfo>>,
     #[pin]
@@ -153,6 +163,13 @@ impl Queue {
         type_: u32,
         m2m: bool,
     ) -> Result<Arc<Self>> {
+        let out_q = if m2m {
+            // SAFETY: `q` is the CAPTURE queue of an m2m context (the caller's `m2m`), alive in
+            // this call.
+            unsafe { ffi::vb2r_m2m_out_queue(q) as usize }
+        } else {
+            0
+        };
         Arc::pin_init(
             pin_init!(Queue {
                 q: q as usize,
@@ -160,6 +177,8 @@ impl Queue {
                 id,
                 type_,
                 m2m,
+                out_q,
+                timeout_logged: core::sync::atomic::AtomicBool::new(false),
                 bufs <- new_mutex!(KVec::new()),
                 fences <- new_spinlock_irq!(Fences { cancelling: false, dead: false, slots: KVec::new() }),
             }),
@@ -167,7 +186,7 @@ impl Queue {
         )
     }
 
-    fn raw(&self) -> *mut Vb2Queue {
+    pub(crate) fn raw(&self) -> *mut Vb2Queue {
         self.q as *mut Vb2Queue
     }
 
@@ -333,6 +352,90 @@ impl Queue {
         count
     }
 
+    /// Mode strict: records the job of OUTPUT buffer `src` on CAPTURE buffer `dst`'s pending
+    /// fence; false when it has none (any context).
+    pub(crate) fn add_job(&self, dst: u32, src: u32) -> bool {
+        let mut g = self.fences.lock();
+        match g.slots.get_mut(dst as usize) {
+            Some(s) if s.fence.as_ref().is_some_and(|f| !f.is_signaled()) => {
+                if src < 64 {
+                    s.jobs |= 1 << src;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Mode strict: the job of OUTPUT buffer `src` ended (its buf_done, any context). It
+    /// leaves the fence that covers it; a fence whose CAPTURE buffer the job held (`hold`: a
+    /// slice, the buffer stays with the driver for the next one) ends when no job is left on
+    /// it. A fence whose buffer the job returns ends at that buffer's own buf_done.
+    pub(crate) fn job_done(&self, src: u32, hold: bool, outcome: Outcome) {
+        if src >= 64 {
+            return;
+        }
+        let taken = {
+            let mut g = self.fences.lock();
+            let Some(s) = g.slots.iter_mut().find(|s| s.jobs & (1 << src) != 0) else {
+                return;
+            };
+            s.jobs &= !(1 << src);
+            if hold && s.jobs == 0 {
+                s.take(outcome)
+            } else {
+                None
+            }
+        };
+        self.end(taken, outcome);
+    }
+
+    /// Whether the module has state for buffer `index` (any context).
+    pub(crate) fn has_slot(&self, index: u32) -> bool {
+        (index as usize) < self.fences.lock().slots.len()
+    }
+
+    /// A new reference to buffer `index`'s pending fence, if it has one (any context).
+    pub(crate) fn pending_fence(&self, index: u32) -> Option<Fence> {
+        let g = self.fences.lock();
+        g.slots
+            .get(index as usize)
+            .and_then(|s| s.fence.as_ref())
+            .filter(|f| !f.is_signaled())
+            .map(Fence::new_ref)
+    }
+
+    /// The watchdog: ends with -ETIMEDOUT every fence pending for longer than `timeout_ns`
+    /// (process context, a workqueue). Returns how many; the first time on this queue it logs.
+    pub(crate) fn expire(&self, now: u64, timeout_ns: u64) -> u32 {
+        let n = self.fences.lock().slots.len();
+        let mut count = 0;
+        for i in 0..n {
+            let taken = {
+                let mut g = self.fences.lock();
+                match g.slots.get_mut(i) {
+                    Some(s) if s.fence.is_some() && now.saturating_sub(s.armed_ns) > timeout_ns => {
+                        s.take(Outcome::Etimedout)
+                    }
+                    _ => None,
+                }
+            };
+            if self.end(taken, Outcome::Etimedout) {
+                count += 1;
+            }
+        }
+        if count > 0 && !self.timeout_logged.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            pr_warn!(
+                "{:?}:q{}: {} fence(s) pending for more than {} ms ended with -ETIMEDOUT (the driver did not finish the job; logged once per queue)\n",
+                crate::Bytes(self.node.name.bytes()),
+                self.id,
+                count,
+                timeout_ns / 1_000_000
+            );
+        }
+        count
+    }
+
     /// Signals every pending fence with -ECANCELED (process context). Returns how many.
     pub(crate) fn cancel_all(&self) -> u32 {
         let n = self.fences.lock().slots.len();
@@ -414,6 +517,19 @@ impl Queue {
         }
     }
 
+    /// New references to the exports of buffer `index` (process context).
+    pub(crate) fn exports_of(&self, index: u32) -> KVec<DmaBuf> {
+        let mut out = KVec::new();
+        if let Some(b) = self.bufs.lock().get(index as usize) {
+            for d in b.exports.iter() {
+                if out.push(d.new_ref(), GFP_KERNEL).is_err() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// Mode `dqbuf`: a fence attached at DQBUF, already signaled (process context, after the
     /// driver returned buffer `index` with `outcome`).
     pub(crate) fn dqbuf_fence(&self, index: u32, outcome: Outcome, imported: &[DmaBuf]) -> Result {
@@ -482,6 +598,7 @@ impl Queue {
                     Some(Outcome::Ok) => "done",
                     Some(Outcome::Eio) => "error (-EIO)",
                     Some(Outcome::Ecanceled) => "cancelled (-ECANCELED)",
+                    Some(Outcome::Etimedout) => "timed out (-ETIMEDOUT)",
                 }
             };
             write!(

@@ -6,10 +6,26 @@
 # and sampled through EGL under modes off/dqbuf/queue (scripts/guest/demo.sh). The guest's output
 # is kept in build/demo/; the evidence (table.md, JSON reports, PNG triptychs) is copied to
 # evidence/ and its table printed at the end.
+#
+#   scripts/demo.sh [--guest-only]
+#
+# It first installs what the machine lacks (scripts/toolchain.sh; a no-op when all is there).
+# --guest-only: build nothing, boot the cached kernel with this tree's vb2_resv.ko and
+# target/release binaries (what the setup.clone-anywhere test runs in its clones).
+# VB2R_DEMO_FRAMES (20) and VB2R_DEMO_TRANSTIME_MS (200) are passed to the guest's demo.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
-run_guest_job demo 600
+mode=""
+case "${1:-}" in
+"") ;;
+--guest-only) mode=--guest-only ;;
+*) die "usage: scripts/demo.sh [--guest-only]" ;;
+esac
+GUEST_APPEND=""
+[ -n "${VB2R_DEMO_FRAMES:-}" ] && GUEST_APPEND+=" VB2R_DEMO_FRAMES=$VB2R_DEMO_FRAMES"
+[ -n "${VB2R_DEMO_TRANSTIME_MS:-}" ] && GUEST_APPEND+=" VB2R_DEMO_TRANSTIME_MS=$VB2R_DEMO_TRANSTIME_MS"
+run_guest_job demo 600 $mode
 out=$BUILD/demo
 cat "$out/demo.log"
 [ -f "$out/evidence/table.md" ] || die "the demo guest wrote no evidence table (see $out/demo.log)"

@@ -27,9 +27,10 @@ case "$KERNEL" in
 esac
 PKG=linux-source-$KERNEL
 
-aptx_setup "$SUITE"
+aptx_setup "$SUITE" || die "kernel $KERNEL: apt-get update for $SUITE failed; check the network and apt, then run the command again"
 SRC_VERSION=$(aptx apt-cache policy "$PKG" | awk '/Candidate:/ {print $2}')
-[ -n "$SRC_VERSION" ] && [ "$SRC_VERSION" != "(none)" ] || die "$PKG is not available from $SUITE"
+[ -n "$SRC_VERSION" ] && [ "$SRC_VERSION" != "(none)" ] ||
+	die "kernel $KERNEL: $PKG is not available from $SUITE; check the network and apt (apt-cache policy $PKG), then run the command again"
 
 # KASAN=1: build with clang/lld 19 and kconfig/kasan.config (CONFIG_RUST allows KASAN only in a
 # clang-built kernel). It doubles the guest suite's time under TCG, which puts a warm 7.x
@@ -45,6 +46,29 @@ case "$KASAN" in
 esac
 KMAKE=(ARCH=x86_64)
 [ -n "${KERNEL_LLVM:-}" ] && KMAKE+=("LLVM=$KERNEL_LLVM")
+
+# --- prerequisites: one line naming what is missing, instead of an error from deep inside Kbuild ---
+kernel_prereqs() {
+	local miss=() t sysroot
+	for t in make gcc flex bison bc cpio perl rsync rustc bindgen; do
+		command -v "$t" >/dev/null || miss+=("$t")
+	done
+	[ -f /usr/include/libelf.h ] || miss+=("libelf headers")
+	[ -f /usr/include/openssl/opensslv.h ] || miss+=("OpenSSL headers")
+	compgen -G "$LIBCLANG_PATH/libclang*.so*" >/dev/null || miss+=("libclang in $LIBCLANG_PATH")
+	if command -v rustc >/dev/null; then
+		sysroot=$(rustc --print sysroot)
+		[ -f "$sysroot/lib/rustlib/src/rust/library/core/src/lib.rs" ] || miss+=("rustup's rust-src")
+	fi
+	if [ -n "${KERNEL_LLVM:-}" ]; then
+		for t in "clang$KERNEL_LLVM" "ld.lld$KERNEL_LLVM" "llvm-ar$KERNEL_LLVM"; do
+			command -v "$t" >/dev/null || miss+=("$t")
+		done
+	fi
+	[ ${#miss[@]} = 0 ] && return 0
+	die "kernel $KERNEL: missing $(printf '%s, ' "${miss[@]}" | sed 's/, $//'); run 'make toolchain' (or 'scripts/toolchain.sh --check' to see what it would install)"
+}
+kernel_prereqs
 
 # --- the cache key ---
 FRAGMENTS=("$REPO/kconfig/base.config" "$REPO/kconfig/debug.config")
@@ -77,37 +101,93 @@ if [ -f "$OUT/.done" ]; then
 	exit 0
 fi
 
+# One build per key at a time: a second run (another clone, another make) waits here, then finds
+# the result.
+mkdir -p "$CACHE/kbuild"
+exec 9>"$OUT.lock"
+if ! flock -n 9; then
+	log "another build of $OUT is running; waiting for it"
+	flock 9
+fi
+if [ -f "$OUT/.done" ]; then
+	log "kernel $KERNEL ($SRC_VERSION) cached at $OUT"
+	echo "$OUT"
+	exit 0
+fi
+
+# step NAME LOG WHAT-TO-DO CMD...: run one step with its output in LOG; a failure shows the log's
+# last lines and ends with one line naming the step, the log and what to do.
+step() {
+	local name=$1 logf=$2 todo=$3
+	shift 3
+	# Not `if ! "$@"` nor `"$@" || rc=$?`: bash ignores set -e in a function run as a condition,
+	# and in everything it calls.
+	local rc=0
+	set +e
+	(set -e; "$@") >"$logf" 2>&1
+	rc=$?
+	set -e
+	if [ $rc != 0 ]; then
+		tail -n 20 "$logf" >&2
+		die "kernel $KERNEL: $name failed (log: $logf); $todo"
+	fi
+}
+
 # --- the source tree, extracted once per source package version ---
 SRC=$CACHE/src/$PKG-$SRC_VERSION
-if [ ! -f "$SRC/.extracted" ]; then
-	log "fetching $PKG $SRC_VERSION from $SUITE"
+fetch_source() { # runs in a subshell (step): its trap removes the download, whatever happens
+	local tmp
 	tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
-	(cd "$tmp" && aptx apt-get download -qq "$PKG=$SRC_VERSION" 2>/dev/null)
+	trap 'rm -rf "$tmp"' EXIT
+	(cd "$tmp" && aptx apt-get download -q "$PKG=$SRC_VERSION")
 	dpkg -x "$tmp"/*.deb "$tmp/x"
 	rm -rf "$SRC"
 	mkdir -p "$SRC"
 	tar -xf "$tmp"/x/usr/src/$PKG.tar.* -C "$SRC" --strip-components=1
-	rm -rf "$tmp"
 	touch "$SRC/.extracted"
+}
+if [ ! -f "$SRC/.extracted" ]; then
+	log "fetching $PKG $SRC_VERSION from $SUITE"
+	mkdir -p "$CACHE/src"
+	step "fetching $PKG" "$CACHE/src/$PKG-$SRC_VERSION.fetch.log" \
+		"check the network and apt, then run the command again" fetch_source
 fi
 
 # --- configure: tinyconfig + our fragments, then verify every option we asked for stuck ---
-mkdir -p "$OUT"
-log "configuring $KERNEL in $OUT"
-make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" tinyconfig >/dev/null
-KCONFIG_CONFIG="$OUT/.config" "$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT" "$OUT/.config" "${FRAGMENTS[@]}" >/dev/null
-make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" olddefconfig >/dev/null
-make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" rustavailable >/dev/null || die "Rust is not available for $KERNEL: run 'make -C $SRC O=$OUT rustavailable'"
-"$here/kconfig-check.sh" "$OUT/.config" "${FRAGMENTS[@]}"
+# .configured is written once configure and the check have passed. A build dir without it was left
+# by a run that failed or was killed while configuring: start it over. A build dir with it and
+# without .done had its build interrupted: make resumes it.
+if [ -d "$OUT" ] && [ ! -f "$OUT/.configured" ]; then
+	log "$OUT is half-configured (an earlier run failed): starting it over"
+	rm -rf "$OUT"
+fi
+configure() {
+	make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" tinyconfig
+	KCONFIG_CONFIG="$OUT/.config" "$SRC/scripts/kconfig/merge_config.sh" -m -O "$OUT" "$OUT/.config" "${FRAGMENTS[@]}"
+	make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" olddefconfig
+	make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" rustavailable ||
+		{ echo "Rust is not available for $KERNEL: run 'make -C $SRC O=$OUT rustavailable'"; return 1; }
+	"$here/kconfig-check.sh" "$OUT/.config" "${FRAGMENTS[@]}"
+}
+if [ ! -f "$OUT/.configured" ]; then
+	mkdir -p "$OUT"
+	log "configuring $KERNEL in $OUT"
+	step configure "$OUT.configure.log" \
+		"if a tool is missing run 'make toolchain'; otherwise see the log (the next run starts the configuration over)" configure
+	touch "$OUT/.configured"
+fi
 
 # --- build ---
-log "building $KERNEL ($SRC_VERSION) with -j$JOBS"
+log "building $KERNEL ($SRC_VERSION) with -j$JOBS (log: $OUT.build.log)"
 start=$(date +%s)
-make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" -j"$JOBS" bzImage modules
+build() {
+	make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" -j"$JOBS" bzImage modules
+	rm -rf "$OUT/modroot"
+	make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" INSTALL_MOD_PATH="$OUT/modroot" modules_install
+}
+step build "$OUT.build.log" "see the log; the next run resumes the build where it stopped" build
 # What an out-of-tree module build against this tree must pass to make (scripts/test.sh reads it).
 echo "${KMAKE[*]}" >"$OUT/.make-args"
-rm -rf "$OUT/modroot"
-make -s -C "$SRC" O="$OUT" "${KMAKE[@]}" INSTALL_MOD_PATH="$OUT/modroot" modules_install >/dev/null
 echo "$PKG $SRC_VERSION" >"$OUT/.source"
 log "kernel $KERNEL built in $(($(date +%s) - start)) s"
 touch "$OUT/.done"

@@ -40,19 +40,50 @@ aptx() {
 		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" "$@"
 }
 
-# run_guest_job JOB TIMEOUT: builds (or reuses) the kernel $KERNEL (default 7.3), the module and
-# the userspace binaries, then boots the kernel in QEMU with the job JOB (scripts/guest/JOB.sh)
-# and its output in $BUILD/JOB/. Sets KDIR. Dies when the guest fails.
+# run_step STEP LOG WHAT-TO-DO CMD...: run a set-up command with its output in LOG; a failure shows
+# the log's last lines and ends with one line naming the step, its log and what to do.
+run_step() {
+	local step=$1 logf=$2 todo=$3 rc=0
+	shift 3
+	mkdir -p "$(dirname "$logf")"
+	"$@" >"$logf" 2>&1 || rc=$?
+	if [ $rc != 0 ]; then
+		tail -n 20 "$logf" >&2
+		die "$step failed (log: $logf); $todo"
+	fi
+}
+
+# run_guest_job JOB TIMEOUT [--guest-only]: installs what the machine lacks (scripts/toolchain.sh,
+# a no-op when everything is there), builds (or reuses) the kernel $KERNEL (default 7.3), the module
+# and the userspace binaries, then boots the kernel in QEMU with the job JOB (scripts/guest/JOB.sh)
+# and its output in $BUILD/JOB/. --guest-only builds nothing: the kernel must be in the cache and
+# vb2_resv.ko and target/release/ in this tree. GUEST_APPEND: more key=value words for the guest's
+# environment (kernel command line). Sets KDIR. Dies when a step or the guest fails.
 run_guest_job() {
-	local job=$1 timeout_s=$2 kmake=(ARCH=x86_64)
+	local job=$1 timeout_s=$2 guest_only=${3:-} logd=$BUILD/setup f append=()
 	KERNEL=${KERNEL:-7.3}
-	"$REPO/scripts/kernel.sh" "$KERNEL" >/dev/null
-	KDIR=$("$REPO/scripts/kernel.sh" --print-dir "$KERNEL")
-	[ -f "$KDIR/.make-args" ] && read -r -a kmake <"$KDIR/.make-args"
-	make -s -C "$KDIR" M="$REPO" "${kmake[@]}" modules >/dev/null
-	cargo build --release --workspace -q
+	if [ "$guest_only" = --guest-only ]; then
+		KDIR=$("$REPO/scripts/kernel.sh" --print-dir "$KERNEL")
+		[ -f "$KDIR/.done" ] || die "$job --guest-only: kernel $KERNEL is not built ($KDIR); run 'make $job' once"
+		for f in vb2_resv.ko target/release/vb2-resv target/release/vb2r-qtest; do
+			[ -f "$REPO/$f" ] || die "$job --guest-only: no $f in $REPO; run 'make $job' once"
+		done
+	else
+		"$REPO/scripts/toolchain.sh"
+		"$REPO/scripts/kernel.sh" "$KERNEL" >/dev/null
+		KDIR=$("$REPO/scripts/kernel.sh" --print-dir "$KERNEL")
+		log "building vb2_resv.ko against $KDIR"
+		run_step "kmod: building vb2_resv.ko" "$logd/kmod.log" \
+			"if a tool is missing run 'make toolchain'; otherwise see the log" "$REPO/scripts/kmod.sh" "$KDIR"
+		log "building the userspace binaries (cargo build --release: a few minutes the first time)"
+		run_step "userspace: cargo build --release" "$logd/cargo.log" \
+			"if a tool or a header is missing run 'make toolchain'; otherwise see the log" \
+			cargo build --release --workspace
+	fi
 	rm -rf "${BUILD:?}/$job"
+	[ -n "${GUEST_APPEND:-}" ] && append=(--append "$GUEST_APPEND")
+	log "booting the $job guest (QEMU, TCG; console: $BUILD/$job/console.log)"
 	"$REPO/scripts/qemu.sh" --kdir "$KDIR" --out "$BUILD/$job" --ko "$REPO/vb2_resv.ko" \
-		--job "$job" --timeout "$timeout_s" ||
-		die "the $job guest failed (see $BUILD/$job/console.log)"
+		--job "$job" --timeout "$timeout_s" "${append[@]}" ||
+		die "the $job guest failed (console: $BUILD/$job/console.log)"
 }

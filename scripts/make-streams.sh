@@ -14,6 +14,9 @@
 #   NAME.frames.txt  from `ffmpeg -debug pict+mmco`: the short/long-term reference lists before
 #                    each slice, then the slice's type, frame_num, POC and ref counts
 #   NAME.order.txt   from `ffprobe -show_frames`: decode index and picture type in display order
+#   NAME.framemd5.txt  ffmpeg's decode, one MD5 of the visible NV12 picture per frame in display
+#                    order (`-f framemd5`): the ground truth the verifier checks every CAPTURE
+#                    buffer's CPU view against (userspace/src/truth.rs)
 set -euo pipefail
 
 want_small=1 want_big=1
@@ -121,9 +124,15 @@ order() {
 		-of csv=p=0 "$1" | awk -F, '$1 ~ /^[IPB]$/ { print $2, $1 }'
 }
 
+# Every frame ffmpeg decodes, none dropped or repeated, as NV12 (what V4L2 decoders write).
+framemd5() {
+	ffmpeg -nostdin -hide_banner -loglevel error -threads 1 -i "$1" -fps_mode passthrough \
+		-pix_fmt nv12 -fflags +bitexact -flags:v +bitexact -f framemd5 -
+}
+
 expect() {
 	local s=$out/$1.h264
-	for kind in slices frames order; do
+	for kind in slices frames order framemd5; do
 		[ -s "$out/$1.$kind.txt" ] && continue
 		$kind "$s" >"$out/$1.$kind.txt.tmp"
 		mv "$out/$1.$kind.txt.tmp" "$out/$1.$kind.txt"

@@ -25,7 +25,6 @@ impl TestResult {
     pub fn fail(name: &str, detail: &str) -> Self {
         Self::new(name, Status::Fail, detail)
     }
-    #[cfg(test)]
     pub fn skip(name: &str, detail: &str) -> Self {
         Self::new(name, Status::Skip, detail)
     }

@@ -7,7 +7,7 @@ ARM64_KMOD_DIR := $(CURDIR)/build/arm64/kmod-arm64
 # Native on an arm64 machine (the PineTab2 itself), cross everywhere else.
 ARM64_CROSS := $(if $(filter aarch64 arm64,$(shell uname -m)),,CROSS_COMPILE=aarch64-linux-gnu-)
 
-kernel-arm64:
+kernel-arm64: toolchain
 	scripts/arm64/kernel.sh
 
 ifeq ($(KDIR_FROM_SCRIPT),1)
@@ -29,5 +29,5 @@ userspace-arm64:
 	cargo build --release --workspace --target aarch64-unknown-linux-gnu
 	@echo "arm64 binaries: target/aarch64-unknown-linux-gnu/release/{vb2-resv,vb2r-qtest}"
 
-test-arm64:
+test-arm64: toolchain
 	scripts/arm64/test.sh

@@ -1,8 +1,10 @@
 #!/bin/bash
-# PID 1 of the test guest (see scripts/qemu.sh). The root file system is the host's, read-only
-# over 9p; everything writable is tmpfs, and results go to the 9p share mounted at /tmp/out.
-# Environment (from the kernel command line): VB2R_REPO, VB2R_MODDIR, VB2R_KREL, VB2R_JOB,
-# optional VB2R_KO, VB2R_TESTS (comma-separated), VB2R_VERBOSE.
+# PID 1 of the test guest (see scripts/qemu.sh, which boots a copy of this file from the cache).
+# The root file system is the host's, read-only over 9p; everything writable is tmpfs, results go
+# to the 9p share mounted at /tmp/out, and the repository is a 9p share of its own, mounted
+# read-only at /run/vb2r/repo (VB2R_REPO), so that no tmpfs here can hide it wherever it was cloned.
+# Environment (from the kernel command line): VB2R_MODROOT, VB2R_KREL, VB2R_JOB, optional VB2R_KO
+# (a guest path), VB2R_TESTS (comma-separated), VB2R_VERBOSE.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb LC_ALL=C.UTF-8
 
@@ -18,6 +20,14 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mkdir -p /tmp/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vb2rout /tmp/out
+export VB2R_REPO=/run/vb2r/repo
+mkdir -p "$VB2R_REPO"
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro vb2rrepo "$VB2R_REPO"; then
+	# No guest-done: qemu.sh reports the guest as failed, with these console lines.
+	echo "guest: cannot mount the repository share (vb2rrepo) at $VB2R_REPO"
+	umount /tmp/out
+	reboot -f
+fi
 
 # Our kernel's modules are under VB2R_MODROOT: scripts/guest/modprobe points modprobe there, for
 # the tests and for the kernel's own request_module() calls.

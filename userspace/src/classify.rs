@@ -5,21 +5,31 @@
 //! ([`pack_nv12`]). The GPU's readback of the raw planes and the CPU's view after DQBUF are
 //! both brought to this form before they are compared.
 //!
+//! The sentinel (unique per buffer and queueing) overwrites the whole buffer through the CPU
+//! mapping before every QBUF. So a GPU that reads too early can only see that sentinel or the
+//! decoder's new bytes: zero bytes or an older frame's bytes cannot come from reading early.
+//!
 //! The classes, in the order they are decided:
 //! - `error`: the driver flagged the buffer with V4L2_BUF_FLAG_ERROR and it was sampled anyway
 //!   (the content class is still recorded in [`Verdict::content`]);
-//! - `correct`: every byte equals the CPU view after DQBUF (unless that view is the sentinel
-//!   itself: a buffer the decoder never wrote is `sentinel` even when both views agree);
-//! - `sentinel`: every byte equals the sentinel written through the CPU mapping before QBUF:
-//!   the GPU read the buffer before the decoder wrote it (an ordering race);
+//! - `unwritten`: the CPU view after DQBUF is still the sentinel: the decoder wrote nothing.
+//!   Not an ordering problem, whatever the GPU saw;
+//! - `partial`: the CPU view after DQBUF still holds runs of the sentinel (at least
+//!   [`SENTINEL_RUN`] bytes in a row): the decoder wrote part of the picture. Not an ordering
+//!   problem either;
+//! - `correct`: every byte equals the CPU view after DQBUF;
+//! - `sentinel`: every byte equals the sentinel: the GPU read the buffer before the decoder
+//!   wrote it (an ordering race: what a fence fixes);
 //! - `zero`: every byte is 0 (all-zero YUV is the green frame: memory nobody wrote, or the wrong
 //!   memory, layout or import);
-//! - `previous`: every byte equals the CPU view of one older frame (a buffer-reuse race, or a
-//!   stale import);
-//! - `torn`: every byte equals the same byte of one of the above, but not all of the same one
-//!   (read while being written);
-//! - `mismatch`: some bytes equal none of them: neither a race nor a zero page, but a layout,
-//!   stride, import or conversion problem (or a writer we do not know of).
+//! - `previous`: every byte equals the CPU view of one older frame (this buffer's own earlier
+//!   contents or a recent frame): a stale import or cache, or the wrong buffer;
+//! - `torn`: every byte equals the CPU view or the sentinel, and both occur: read while being
+//!   written (an ordering race);
+//! - `stale`: every byte equals the CPU view, the sentinel, zero or an older frame, and some
+//!   are zero or older: a stale cache, a stale import or the wrong buffer, not an early read;
+//! - `mismatch`: some bytes equal none of them: a layout, stride, import or conversion problem
+//!   (or a writer we do not know of).
 //!
 //! "Equal" is byte for byte; the PSNR and the differing-byte count say how far off a frame is.
 
@@ -31,32 +41,46 @@ use serde::Serialize;
 pub enum Class {
     Correct,
     Sentinel,
+    Torn,
     Zero,
     Previous,
-    Torn,
+    Stale,
     Mismatch,
+    Unwritten,
+    Partial,
     Error,
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 10] = [
         Class::Correct,
         Class::Sentinel,
+        Class::Torn,
         Class::Zero,
         Class::Previous,
-        Class::Torn,
+        Class::Stale,
         Class::Mismatch,
+        Class::Unwritten,
+        Class::Partial,
         Class::Error,
     ];
+
+    /// An ordering race: the GPU read before the decoder had written (what a fence fixes).
+    pub fn is_race(self) -> bool {
+        matches!(self, Class::Sentinel | Class::Torn)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             Class::Correct => "correct",
             Class::Sentinel => "sentinel",
+            Class::Torn => "torn",
             Class::Zero => "zero",
             Class::Previous => "previous",
-            Class::Torn => "torn",
+            Class::Stale => "stale",
             Class::Mismatch => "mismatch",
+            Class::Unwritten => "unwritten",
+            Class::Partial => "partial",
             Class::Error => "error",
         }
     }
@@ -141,6 +165,10 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The shortest run of CPU-view bytes equal to the sentinel that counts as "not written" (two
+/// independent bytes agree with probability 1/255, so 16 in a row do not happen by chance).
+pub const SENTINEL_RUN: usize = 16;
+
 /// What the bytes of a frame were made of: how many bytes equal the CPU view, the sentinel,
 /// zero, an older frame, or none of them (each byte counted once, in that order).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -172,6 +200,9 @@ pub struct Verdict {
     pub psnr_db: Option<f64>,
     /// For `previous`: the decode index of the older frame that was seen.
     pub previous_frame: Option<usize>,
+    /// Bytes of the CPU view after DQBUF that are still the sentinel, in runs of at least
+    /// [`SENTINEL_RUN`] (the decoder did not write them).
+    pub cpu_unwritten: usize,
     pub mix: Mix,
 }
 
@@ -190,10 +221,30 @@ pub struct Frame<'a> {
     pub cpu: &'a [u8],
     /// The sentinel written before this frame's QBUF (packed), if one was.
     pub sentinel: Option<&'a [u8]>,
-    /// Older frames' CPU views (packed) with their decode indices, the most recent first.
+    /// Older frames' CPU views (packed) with their decode indices, the most recent first: the
+    /// last frames in decode order and each buffer's own earlier contents.
     pub previous: &'a [(usize, &'a [u8])],
     /// V4L2_BUF_FLAG_ERROR on the dequeued buffer.
     pub error: bool,
+}
+
+/// Bytes of `cpu` equal to `sentinel` in runs of at least [`SENTINEL_RUN`].
+fn sentinel_runs(cpu: &[u8], sentinel: &[u8]) -> usize {
+    let (mut total, mut run) = (0usize, 0usize);
+    for (c, s) in cpu.iter().zip(sentinel) {
+        if c == s {
+            run += 1;
+        } else {
+            if run >= SENTINEL_RUN {
+                total += run;
+            }
+            run = 0;
+        }
+    }
+    if run >= SENTINEL_RUN {
+        total += run;
+    }
+    total
 }
 
 /// Classifies one frame. Fails only when the buffers do not have the geometry's size.
@@ -278,12 +329,17 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
         }
     }
 
+    let cpu_unwritten = f.sentinel.map_or(0, |s| sentinel_runs(f.cpu, s));
     let psnr_db = (differing > 0).then(|| {
         let mse = sq_err as f64 / n as f64;
         10.0 * (255.0f64 * 255.0 / mse).log10()
     });
     let mut previous_frame = None;
-    let content = if differing == 0 && !all_sentinel {
+    let content = if f.sentinel.is_some_and(|s| s == f.cpu) {
+        Class::Unwritten
+    } else if cpu_unwritten > 0 {
+        Class::Partial
+    } else if differing == 0 {
         Class::Correct
     } else if all_sentinel {
         Class::Sentinel
@@ -292,10 +348,12 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
     } else if let Some(k) = all_prev.iter().position(|&b| b) {
         previous_frame = Some(f.previous[k].0);
         Class::Previous
-    } else if mix.unexplained == 0 {
+    } else if mix.unexplained > 0 {
+        Class::Mismatch
+    } else if mix.zero == 0 && mix.previous == 0 {
         Class::Torn
     } else {
-        Class::Mismatch
+        Class::Stale
     };
     Ok(Verdict {
         class: if f.error { Class::Error } else { content },
@@ -307,6 +365,7 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
         rows_differing,
         psnr_db,
         previous_frame,
+        cpu_unwritten,
         mix,
     })
 }
@@ -389,6 +448,34 @@ mod tests {
         assert!(v.mix.cpu >= G.len() / 2 && v.mix.sentinel > 0 && v.mix.unexplained == 0);
         assert_eq!(v.first_rows[0], "y:6");
 
+        // The new frame over an older one's bytes, or over zeros: no early read can give this
+        // (the sentinel covered the whole buffer), so it is stale, not torn.
+        let mut stale = cpu.clone();
+        stale[..G.len() / 2].copy_from_slice(&older[..G.len() / 2]);
+        let v = run(&stale, &cpu, &sent, &prev, false);
+        assert_eq!(v.class, Class::Stale);
+        assert!(v.mix.previous > 0 && v.mix.unexplained == 0);
+        let mut stale0 = cpu.clone();
+        stale0[..G.width as usize * 2].fill(0);
+        assert_eq!(run(&stale0, &cpu, &sent, &prev, false).class, Class::Stale);
+
+        // The decoder wrote nothing: the CPU view is the sentinel. Whatever the GPU saw
+        // (here the same sentinel), that is no ordering problem.
+        let v = run(&sent, &sent, &sent, &prev, false);
+        assert_eq!(v.class, Class::Unwritten);
+        assert_eq!(
+            run(&cpu, &sent, &sent, &prev, false).class,
+            Class::Unwritten
+        );
+
+        // The decoder wrote the top half only: partial, even where the GPU agrees with the CPU.
+        let mut part = cpu.clone();
+        part[G.len() / 2..].copy_from_slice(&sent[G.len() / 2..]);
+        let v = run(&part, &part, &sent, &prev, false);
+        assert_eq!(v.class, Class::Partial);
+        assert_eq!(v.cpu_unwritten, G.len() - G.len() / 2);
+        assert_eq!(v.bytes_differing, 0);
+
         // The wrong stride: plausible pixels that match nothing known.
         let mut shifted = cpu.clone();
         shifted.rotate_left(3);
@@ -419,7 +506,12 @@ mod tests {
         // MSE = 64^2 / 192 bytes: 34.8 dB.
         assert!((psnr - 34.84).abs() < 0.01, "{psnr}");
         // The decoder never wrote the buffer: both views are the sentinel, which is no picture.
-        assert_eq!(run(&sent, &sent, &sent, &[], false).class, Class::Sentinel);
+        assert_eq!(run(&sent, &sent, &sent, &[], false).class, Class::Unwritten);
+        // A few CPU bytes that happen to equal the sentinel (shorter than a run) are no
+        // unwritten area.
+        let mut few = cpu.clone();
+        few[40..40 + SENTINEL_RUN - 1].copy_from_slice(&sent[40..40 + SENTINEL_RUN - 1]);
+        assert_eq!(run(&few, &few, &sent, &[], false).class, Class::Correct);
         // A decoded frame that really is all zero is correct, not zero.
         let zero = vec![0u8; G.len()];
         assert_eq!(run(&zero, &zero, &sent, &[], false).class, Class::Correct);
@@ -428,10 +520,11 @@ mod tests {
             run(&cpu, &cpu, &sent, &[(2, &cpu)], false).class,
             Class::Correct
         );
-        // Sentinel with some zero bytes (a partly zeroed buffer) is torn, not sentinel/zero.
+        // Sentinel with some zero bytes (a partly zeroed buffer): the zeros cannot come from an
+        // early read, so stale, not torn, sentinel or zero.
         let mut part = sent.clone();
         part[..G.width as usize].fill(0);
-        assert_eq!(run(&part, &cpu, &sent, &[], false).class, Class::Torn);
+        assert_eq!(run(&part, &cpu, &sent, &[], false).class, Class::Stale);
         // No sentinel known (first frame of a synthetic run): a random frame is a mismatch.
         let v = classify(&Frame {
             geometry: G,

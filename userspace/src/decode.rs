@@ -19,9 +19,10 @@
 //!    DMA_BUF_IOCTL_SYNC, [`FrameHook::dequeued`].
 
 use crate::h264::{self, Picture, Stream};
-use crate::kmod::{Control, Mode};
+use crate::kmod::{Mode, ModuleGuard};
 use crate::probe;
 use crate::report::{self, DecodeReport};
+use crate::request_queue::{QueueAck, QueueThread};
 use crate::sys;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -62,13 +63,28 @@ pub struct CaptureBuffer {
     pub index: u32,
     pub layout: Nv12Layout,
     map: sys::DmaBufMap,
+    /// A dup of the decoder's fd, for QUERYBUF.
+    dev: File,
 }
 
 impl CaptureBuffer {
-    fn new(index: u32, dmabuf: File, layout: Nv12Layout) -> Result<CaptureBuffer> {
+    fn new(index: u32, dmabuf: File, layout: Nv12Layout, dev: File) -> Result<CaptureBuffer> {
         let what = format!("CAPTURE buffer {index}'s dma-buf");
         let map = sys::DmaBufMap::new(dmabuf, layout.size as usize, &what)?;
-        Ok(CaptureBuffer { index, layout, map })
+        Ok(CaptureBuffer {
+            index,
+            layout,
+            map,
+            dev,
+        })
+    }
+
+    /// VIDIOC_QUERYBUF's flags now: V4L2_BUF_FLAG_QUEUED without V4L2_BUF_FLAG_DONE means the
+    /// driver still owns the buffer (the decode has not finished).
+    pub fn v4l2_flags(&self) -> Result<u32> {
+        let q: ioctl::QueryBuffer = ioctl::querybuf(&self.dev, CAP_Q, self.index as usize)
+            .map_err(|e| anyhow!("QUERYBUF CAPTURE {}: {e}", self.index))?;
+        Ok(q.flags.bits())
     }
 
     /// The exported dma-buf.
@@ -97,8 +113,13 @@ pub trait FrameHook {
     fn queued(&mut self, _frame: usize, _buf: &CaptureBuffer) -> Result<()> {
         Ok(())
     }
-    /// Just after DQBUF of `frame`; `error` = V4L2_BUF_FLAG_ERROR; `cpu` = the CPU view read
-    /// after DQBUF.
+    /// Just after DQBUF of `frame`, before anything reads the buffer through the CPU (a
+    /// compositor never does: a sampler that looks here sees the buffer as it would).
+    fn dqbuf_done(&mut self, _frame: usize, _buf: &CaptureBuffer, _error: bool) -> Result<()> {
+        Ok(())
+    }
+    /// After [`FrameHook::dqbuf_done`] and the CPU copy; `error` = V4L2_BUF_FLAG_ERROR; `cpu` =
+    /// the CPU view read after DQBUF.
     fn dequeued(
         &mut self,
         _frame: usize,
@@ -230,75 +251,6 @@ const SC_NONE: u32 = bindings::v4l2_stateless_h264_start_code_V4L2_STATELESS_H26
 const SC_ANNEX_B: u32 =
     bindings::v4l2_stateless_h264_start_code_V4L2_STATELESS_H264_START_CODE_ANNEX_B;
 
-/// The vb2_resv attachment of this run; detaches on drop if this run attached.
-struct ModuleGuard {
-    ctl: Option<Control>,
-    /// A dup of the decoder's fd: detach works whatever order the rest is dropped in.
-    dev: Option<File>,
-    attached_here: bool,
-    info: report::ModuleInfo,
-}
-
-impl ModuleGuard {
-    fn setup(dev: &File, mode: Option<Mode>) -> Result<ModuleGuard> {
-        let loaded = Path::new("/sys/module/vb2_resv").exists();
-        if !loaded {
-            if let Some(m) = mode {
-                bail!(
-                    "--mode {} needs the vb2_resv module, which is not loaded",
-                    m.name()
-                );
-            }
-            return Ok(ModuleGuard {
-                ctl: None,
-                dev: None,
-                attached_here: false,
-                info: report::ModuleInfo {
-                    loaded: false,
-                    attach: "no".into(),
-                    mode: None,
-                },
-            });
-        }
-        let ctl = Control::open()?;
-        if let Some(m) = mode {
-            ctl.set_mode(m)
-                .with_context(|| format!("VB2_RESV_IOC_SET_MODE({})", m.name()))?;
-        }
-        let attach = match ctl.attach(dev.as_raw_fd()) {
-            Ok(()) => "attached",
-            Err(nix::errno::Errno::EBUSY) | Err(nix::errno::Errno::EEXIST) => "already",
-            Err(e) => bail!("vb2_resv cannot attach to the decoder: VB2_RESV_IOC_ATTACH: {e}"),
-        };
-        let mode = ctl.mode().ok().map(|m| match m {
-            0 => "off".to_string(),
-            1 => "dqbuf".to_string(),
-            2 => "queue".to_string(),
-            x => x.to_string(),
-        });
-        Ok(ModuleGuard {
-            attached_here: attach == "attached",
-            dev: Some(dev.try_clone().context("dup of the decoder fd")?),
-            ctl: Some(ctl),
-            info: report::ModuleInfo {
-                loaded: true,
-                attach: attach.into(),
-                mode,
-            },
-        })
-    }
-}
-
-impl Drop for ModuleGuard {
-    fn drop(&mut self) {
-        if let (true, Some(ctl), Some(dev)) = (self.attached_here, &self.ctl, &self.dev) {
-            if let Err(e) = ctl.detach(dev.as_raw_fd()) {
-                eprintln!("warning: vb2_resv detach: {e}");
-            }
-        }
-    }
-}
-
 /// The controls of one request, laid out as an array of v4l2_ext_control.
 #[repr(C)]
 struct FrameCtrls {
@@ -324,60 +276,6 @@ struct OutputSlot {
     /// None while the queue thread has it.
     request: Option<Request>,
     busy: bool,
-}
-
-/// What the queue thread sends back: the OUTPUT slot, the picture, the request, the result of
-/// MEDIA_REQUEST_IOC_QUEUE and how long the call took.
-type QueueAck = (
-    usize,
-    usize,
-    Request,
-    std::result::Result<(), String>,
-    Duration,
-);
-
-/// A thread that does MEDIA_REQUEST_IOC_QUEUE, so that a driver which runs the job inside that
-/// call (visl, when idle) runs it while the decoder thread goes on, as hardware would.
-struct QueueThread {
-    tx: Option<std::sync::mpsc::Sender<(usize, usize, Request)>>,
-    rx: std::sync::mpsc::Receiver<QueueAck>,
-    handle: Option<std::thread::JoinHandle<()>>,
-    /// Requests handed over and not acknowledged yet, per picture.
-    outstanding: std::collections::HashMap<usize, usize>,
-}
-
-impl QueueThread {
-    fn spawn() -> Result<QueueThread> {
-        let (tx, thread_rx) = std::sync::mpsc::channel::<(usize, usize, Request)>();
-        let (thread_tx, rx) = std::sync::mpsc::channel::<QueueAck>();
-        let handle = std::thread::Builder::new()
-            .name("request-queue".into())
-            .spawn(move || {
-                for (slot, frame, req) in thread_rx {
-                    let t = Instant::now();
-                    let r = req.queue().map_err(|e| e.to_string());
-                    if thread_tx.send((slot, frame, req, r, t.elapsed())).is_err() {
-                        break;
-                    }
-                }
-            })
-            .context("cannot start the request-queue thread")?;
-        Ok(QueueThread {
-            tx: Some(tx),
-            rx,
-            handle: Some(handle),
-            outstanding: Default::default(),
-        })
-    }
-}
-
-impl Drop for QueueThread {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
 }
 
 /// A frame whose CAPTURE buffer is queued.
@@ -489,10 +387,7 @@ pub fn decode(
     let mut by_out: Vec<&report::FrameRecord> = frames.iter().collect();
     by_out.sort_by_key(|r| r.output_position);
     display_order.extend(by_out.iter().map(|r| r.decode_index));
-    let display_order_ok = by_out
-        .windows(2)
-        .all(|w| w[0].display_index < w[1].display_index)
-        && by_out.len() == frames.len();
+    let display_order_ok = display_order_ok(&stream, &frames);
     let summary = report::Summary {
         frames: frames.len(),
         errors: frames.iter().filter(|r| r.error).count(),
@@ -536,12 +431,53 @@ pub fn decode(
             card: node.card.clone(),
             bus_info: node.bus_info.clone(),
         },
-        format: dec.format.clone(),
+        format: report::FormatInfo {
+            requests_in_flight: dec.max_in_flight,
+            ..dec.format.clone()
+        },
         vb2_resv: dec.module.info.clone(),
         frames,
         display_order,
         summary,
     })
+}
+
+/// The output order checked against the picture order counts, independently of the DPB output
+/// process (h264/refs.rs) that produced it: every frame output exactly once, and in increasing
+/// (period, POC), where a period starts at each IDR or MMCO 5 picture (all earlier pictures are
+/// output before it; its own POC counts as the lowest of its period).
+fn display_order_ok(stream: &Stream, frames: &[report::FrameRecord]) -> bool {
+    let mut period = 0u32;
+    let mut keys: Vec<(u32, i64)> = Vec::with_capacity(frames.len());
+    for (i, p) in stream.pictures.iter().take(frames.len()).enumerate() {
+        if i > 0 && (p.idr || p.mmco5) {
+            period += 1;
+        }
+        keys.push((period, if p.mmco5 { i64::MIN } else { i64::from(p.poc) }));
+    }
+    let outs: Vec<(usize, (u32, i64))> = frames
+        .iter()
+        .map(|r| {
+            (
+                r.output_position,
+                keys.get(r.decode_index).copied().unwrap_or_default(),
+            )
+        })
+        .collect();
+    order_ok(&outs)
+}
+
+/// (output position, sort key) per frame: the positions are 0..n, each once, and the keys
+/// increase with them.
+fn order_ok(outs: &[(usize, (u32, i64))]) -> bool {
+    let mut by_pos: Vec<Option<(u32, i64)>> = vec![None; outs.len()];
+    for &(pos, key) in outs {
+        match by_pos.get_mut(pos) {
+            Some(slot @ None) => *slot = Some(key),
+            _ => return false,
+        }
+    }
+    by_pos.windows(2).all(|w| w[0] < w[1])
 }
 
 struct Decoder {
@@ -558,12 +494,16 @@ struct Decoder {
     queue_thread: Option<QueueThread>,
     /// Time spent in MEDIA_REQUEST_IOC_QUEUE per picture (filled by acks in async mode).
     queue_times: std::collections::HashMap<usize, Duration>,
+    /// Most OUTPUT buffers (requests) queued and not yet dequeued at once, as measured.
+    max_in_flight: usize,
     /// Declared last: detaches after the buffers are gone.
     module: ModuleGuard,
     streaming: bool,
 }
 
 const OUT_Q: QueueType = QueueType::VideoOutputMplane;
+/// ffmpeg's AV_INPUT_BUFFER_PADDING_SIZE.
+const BITSTREAM_PADDING: usize = 64;
 const CAP_Q: QueueType = QueueType::VideoCaptureMplane;
 
 impl Decoder {
@@ -842,7 +782,8 @@ impl Decoder {
                 ExpbufFlags::RDWR | ExpbufFlags::CLOEXEC,
             )
             .map_err(|e| anyhow!("{video}: EXPBUF CAPTURE {i}: {e}"))?;
-            captures.push(CaptureBuffer::new(i, fd, layout)?);
+            let dup = dev.try_clone().context("dup of the decoder fd")?;
+            captures.push(CaptureBuffer::new(i, fd, layout, dup)?);
         }
         let format = report::FormatInfo {
             decode_mode: if mode == DecodeMode::Frame {
@@ -882,6 +823,7 @@ impl Decoder {
                 None
             },
             queue_times: Default::default(),
+            max_in_flight: 0,
             module,
             streaming: true,
         })
@@ -989,6 +931,10 @@ impl Decoder {
             slot.map.data[n + sc.len()..end].copy_from_slice(nal);
             n = end;
         }
+        // Zeroes after the bitstream, as ffmpeg pads its packets (AV_INPUT_BUFFER_PADDING_SIZE):
+        // a decoder that reads ahead finds no stale bytes of an earlier, longer picture.
+        let pad_end = (n + BITSTREAM_PADDING).min(slot.map.data.len());
+        slot.map.data[n..pad_end].fill(0);
         let rfd = slot
             .request
             .as_ref()
@@ -1028,6 +974,9 @@ impl Decoder {
         ioctl::qbuf::<_, ()>(&self.dev, q)
             .map_err(|e| anyhow!("{video}: QBUF OUTPUT {} (request): {e}", slot.index))?;
         slot.busy = true;
+        let busy = self.outputs.iter().filter(|s| s.busy).count();
+        self.max_in_flight = self.max_in_flight.max(busy);
+        let slot = &mut self.outputs[slot_i];
         if let Some(qt) = self.queue_thread.as_mut() {
             let req = slot
                 .request
@@ -1057,10 +1006,34 @@ impl Decoder {
             .queue_thread
             .as_mut()
             .ok_or_else(|| anyhow!("a request is missing and there is no queue thread"))?;
-        let (slot, frame, req, r, dt) = qt
+        let ack = qt
             .rx
             .recv_timeout(timeout)
             .map_err(|e| anyhow!("{}: request-queue thread: {e}", self.video))?;
+        self.handle_ack(ack)
+    }
+
+    /// The answers the queue thread has already sent, without waiting: a failed
+    /// MEDIA_REQUEST_IOC_QUEUE is reported at once, not as a frame that never came.
+    fn drain_acks(&mut self) -> Result<()> {
+        loop {
+            let Some(qt) = self.queue_thread.as_mut() else {
+                return Ok(());
+            };
+            match qt.rx.try_recv() {
+                Ok(ack) => self.handle_ack(ack)?,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(()),
+                Err(e) => bail!("{}: request-queue thread: {e}", self.video),
+            }
+        }
+    }
+
+    fn handle_ack(&mut self, ack: QueueAck) -> Result<()> {
+        let (slot, frame, req, r, dt) = ack;
+        let qt = self
+            .queue_thread
+            .as_mut()
+            .ok_or_else(|| anyhow!("a request is missing and there is no queue thread"))?;
         if let Some(n) = qt.outstanding.get_mut(&frame) {
             *n = n.saturating_sub(1);
         }
@@ -1277,8 +1250,23 @@ impl Decoder {
         let f = inflight
             .pop_front()
             .ok_or_else(|| anyhow!("nothing in flight"))?;
+        // poll(POLLIN) on the dma-buf, in short steps when a queue thread may report a failed
+        // request meanwhile.
+        let t0 = Instant::now();
+        let step = if self.queue_thread.is_some() {
+            Duration::from_millis(20)
+        } else {
+            timeout
+        };
+        let (blocked, ready) = loop {
+            self.drain_acks()?;
+            let left = timeout.saturating_sub(t0.elapsed());
+            let (_, r) = sys::poll_in(self.captures[f.buf].dmabuf(), step.min(left))?;
+            if r || t0.elapsed() >= timeout {
+                break (t0.elapsed(), r);
+            }
+        };
         let cb = &self.captures[f.buf];
-        let (blocked, ready) = sys::poll_in(cb.dmabuf(), timeout)?;
         let polled_at = Instant::now();
         if !wait_fd(self.dev.as_fd(), nix::poll::PollFlags::POLLIN, timeout)? {
             bail!(
@@ -1313,6 +1301,7 @@ impl Decoder {
             );
         }
         let error = b.has_error();
+        hook.dqbuf_done(f.frame, &self.captures[f.buf], error)?;
         // In async mode, the queue thread's answers for this picture (its request-queue time).
         while self
             .queue_thread
@@ -1415,6 +1404,7 @@ mod tests {
             timeline: format!("{driver}-tl"),
             driver: driver.into(),
             status,
+            timestamp_ns: 0,
         }
     }
 
@@ -1480,6 +1470,35 @@ mod tests {
                 },
             ),
         }
+    }
+
+    #[test]
+    fn order_is_checked_against_the_pocs() {
+        // I0 P1(poc 6) B2(poc 2) B3(poc 4), then an IDR: output I0 B2 B3 P1 IDR4.
+        let key = |period, poc| (period, i64::from(poc));
+        let good = [
+            (0, key(0, 0)),
+            (3, key(0, 6)),
+            (1, key(0, 2)),
+            (2, key(0, 4)),
+            (4, key(1, 0)),
+        ];
+        assert!(order_ok(&good));
+        // P1 output before B2: POCs out of order.
+        let mut bad = good;
+        bad[1].0 = 1;
+        bad[2].0 = 3;
+        assert!(!order_ok(&bad));
+        // A frame output twice, or never (usize::MAX), or a position past the end.
+        let mut twice = good;
+        twice[4].0 = 3;
+        assert!(!order_ok(&twice));
+        let mut never = good;
+        never[4].0 = usize::MAX;
+        assert!(!order_ok(&never));
+        // The IDR's POC 0 is after the earlier period's POC 6.
+        assert!(order_ok(&[(0, key(0, 6)), (1, key(1, 0))]));
+        assert!(!order_ok(&[(1, key(0, 6)), (0, key(1, 0))]));
     }
 
     #[test]

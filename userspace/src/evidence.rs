@@ -13,6 +13,8 @@ use std::path::Path;
 pub struct Row {
     pub mode: String,
     pub sample_at: String,
+    /// What the sampler waited for before the GPU read: "none" or "poll".
+    pub latch: String,
     pub images: String,
     pub import: String,
     pub counts: Counts,
@@ -21,42 +23,57 @@ pub struct Row {
     pub buffers: usize,
     /// Frames whose RGB readback was off by more than the tolerance on some channel.
     pub rgb_off: usize,
+    /// Frames whose CPU view differs from ffmpeg's decode (None: no ground truth, `n/a`).
+    pub decoder_wrong: Option<usize>,
     /// Frames whose CAPTURE dma-buf carried an unsignaled `vb2_resv` WRITE fence just after
     /// QBUF (the decode report's `fences_pending_vb2_resv`); None for the synthetic decoder.
     pub fenced: Option<usize>,
+    /// Samples that began while the decoder provably still owned the buffer, and of those the
+    /// held ones (done by the end of the read, correct) and the raced ones (sentinel/torn); None
+    /// for rows sampled after DQBUF.
+    pub busy: Option<(usize, usize, usize)>,
 }
 
 /// The Markdown table: one row per arm, one column per class.
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut s = String::new();
-    s.push_str("| module mode | GPU samples at | EGLImages | import | frames |");
+    s.push_str(
+        "| module mode | GPU samples at | latch | EGLImages | import | frames | decoder wrong |",
+    );
     for c in Class::ALL {
         let _ = write!(s, " {c} |");
     }
     s.push_str(
-        " images created / buffers | RGB off | vb2_resv fence after QBUF |\n|---|---|---|---|---:|",
+        " images created / buffers | RGB off | vb2_resv fence after QBUF | busy at read | busy, held | busy, raced |\n|---|---|---|---|---|---:|---:|",
     );
     for _ in Class::ALL {
         s.push_str("---:|");
     }
-    s.push_str("---:|---:|---:|\n");
+    s.push_str("---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = write!(
             s,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.mode,
             r.sample_at,
+            r.latch,
             r.images,
             r.import,
-            r.counts.total()
+            r.counts.total(),
+            r.decoder_wrong
+                .map_or_else(|| "n/a".to_string(), |n| n.to_string())
         );
         for c in Class::ALL {
             let _ = write!(s, " {} |", r.counts.get(c));
         }
         let fenced = r.fenced.map_or_else(|| "-".to_string(), |n| n.to_string());
+        let busy = r.busy.map_or_else(
+            || "- | - | -".to_string(),
+            |(b, c, x)| format!("{b} | {c} | {x}"),
+        );
         let _ = writeln!(
             s,
-            " {} / {} | {} | {fenced} |",
+            " {} / {} | {} | {fenced} | {busy} |",
             r.images_created, r.buffers, r.rgb_off
         );
     }
@@ -265,37 +282,44 @@ mod tests {
             Row {
                 mode: "off".into(),
                 sample_at: "queued".into(),
+                latch: "none".into(),
                 images: "cached".into(),
                 import: "kwin".into(),
                 counts: c.clone(),
                 images_created: 8,
                 buffers: 4,
                 rgb_off: 0,
+                decoder_wrong: Some(0),
                 fenced: Some(0),
+                busy: Some((2, 1, 1)),
             },
             Row {
                 mode: "queue".into(),
                 sample_at: "dqbuf".into(),
+                latch: "poll".into(),
                 images: "per-frame".into(),
                 import: "external".into(),
                 counts: c,
                 images_created: 2,
                 buffers: 2,
                 rgb_off: 1,
+                decoder_wrong: None,
                 fenced: None,
+                busy: None,
             },
         ];
         let t = markdown_table(&rows);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
-        assert!(
-            lines[0].contains("| correct | sentinel | zero | previous | torn | mismatch | error |")
-        );
+        assert!(lines[0].contains(
+            "| decoder wrong | correct | sentinel | torn | zero | previous | stale | mismatch | unwritten | partial | error |"
+        ));
         assert_eq!(
             lines[2],
-            "| off | queued | cached | kwin | 2 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 8 / 4 | 0 | 0 |"
+            "| off | queued | none | cached | kwin | 2 | 0 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 8 / 4 | 0 | 0 | 2 | 1 | 1 |"
         );
-        assert!(lines[3].ends_with("| 2 / 2 | 1 | - |"));
+        assert!(lines[3].starts_with("| queue | dqbuf | poll | per-frame | external | 2 | n/a |"));
+        assert!(lines[3].ends_with("| 2 / 2 | 1 | - | - | - | - |"));
         // Every line has the same number of cells.
         let cells = |l: &str| l.matches('|').count();
         assert!(lines.iter().all(|l| cells(l) == cells(lines[0])));

@@ -332,8 +332,8 @@ pub struct GpuInfo {
     pub gl_renderer: String,
     pub gl_version: String,
     pub software: bool,
-    /// Whether the GPU driver waits for a dma-buf's dma_resv fences in the kernel before it
-    /// reads it (None: unknown for this driver).
+    /// Whether the GPU waits for a dma-buf's dma_resv fences before it reads it, as measured
+    /// by crate::implicit (None: not measured, or inconclusive), and the measurement in words.
     pub implicit_sync: Option<bool>,
     pub implicit_sync_reason: String,
     pub formats: Vec<FormatInfo>,
@@ -591,20 +591,29 @@ impl Gpu {
             );
         }
 
-        egl.bind_api(egl::OPENGL_ES_API)
-            .map_err(|e| anyhow!("eglBindAPI(GLES): {}", egl_err(e)))?;
+        // From here on a failure releases what was set up (context, display, GBM device).
+        if let Err(e) = egl.bind_api(egl::OPENGL_ES_API) {
+            release_egl(&egl, display, None, &mut gbm);
+            bail!("eglBindAPI(GLES): {}", egl_err(e));
+        }
         // SAFETY: EGL_NO_CONFIG_KHR (null) is valid with EGL_KHR_no_config_context, checked above.
         let no_config = unsafe { egl::Config::from_ptr(std::ptr::null_mut()) };
-        let context = egl
-            .create_context(
-                display,
-                no_config,
-                None,
-                &[egl::CONTEXT_MAJOR_VERSION, 3, egl::NONE],
-            )
-            .map_err(|e| anyhow!("eglCreateContext(GLES 3): {}", egl_err(e)))?;
-        egl.make_current(display, None, None, Some(context))
-            .map_err(|e| anyhow!("eglMakeCurrent(surfaceless): {}", egl_err(e)))?;
+        let context = match egl.create_context(
+            display,
+            no_config,
+            None,
+            &[egl::CONTEXT_MAJOR_VERSION, 3, egl::NONE],
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                release_egl(&egl, display, None, &mut gbm);
+                bail!("eglCreateContext(GLES 3): {}", egl_err(e));
+            }
+        };
+        if let Err(e) = egl.make_current(display, None, None, Some(context)) {
+            release_egl(&egl, display, Some(context), &mut gbm);
+            bail!("eglMakeCurrent(surfaceless): {}", egl_err(e));
+        }
 
         // SAFETY: the context is current on this thread; the loader returns GL entry points of
         // that context (or null, which glow tolerates for functions never called).
@@ -685,13 +694,22 @@ impl Gpu {
             || ["llvmpipe", "softpipe", "swrast"]
                 .iter()
                 .any(|s| gl_renderer.to_lowercase().contains(s));
-        let (implicit_sync, implicit_sync_reason) =
-            implicit_sync(drm_driver.as_deref(), &gl_renderer, software);
 
-        let programs = Programs::new(&gl)?;
+        let programs = match Programs::new(&gl) {
+            Ok(p) => p,
+            Err(e) => {
+                release_egl(&egl, display, Some(context), &mut gbm);
+                return Err(e);
+            }
+        };
         // SAFETY: the context is current.
-        let vao =
-            unsafe { gl.create_vertex_array() }.map_err(|e| anyhow!("glGenVertexArrays: {e}"))?;
+        let vao = match unsafe { gl.create_vertex_array() } {
+            Ok(v) => v,
+            Err(e) => {
+                release_egl(&egl, display, Some(context), &mut gbm);
+                bail!("glGenVertexArrays: {e}");
+            }
+        };
 
         let mut gpu = Gpu {
             egl,
@@ -720,8 +738,8 @@ impl Gpu {
                 gl_renderer,
                 gl_version,
                 software,
-                implicit_sync,
-                implicit_sync_reason,
+                implicit_sync: None,
+                implicit_sync_reason: "not measured".into(),
                 formats: Vec::new(),
             },
             created: HashMap::new(),
@@ -951,7 +969,13 @@ impl Gpu {
                         );
                     }
                 };
-                let textures = self.bind_images(glow::TEXTURE_2D, &[yi, uvi])?;
+                let textures = match self.bind_images(glow::TEXTURE_2D, &[yi, uvi]) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.destroy_images(path, vec![yi, uvi]);
+                        return Err(e);
+                    }
+                };
                 Ok(Imported {
                     images: vec![yi, uvi],
                     textures,
@@ -986,7 +1010,13 @@ impl Gpu {
                         b.key
                     )
                 })?;
-                let textures = self.bind_images(GL_TEXTURE_EXTERNAL_OES, &[img])?;
+                let textures = match self.bind_images(GL_TEXTURE_EXTERNAL_OES, &[img]) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.destroy_images(path, vec![img]);
+                        return Err(e);
+                    }
+                };
                 Ok(Imported {
                     images: vec![img],
                     textures,
@@ -1002,10 +1032,15 @@ impl Gpu {
             // SAFETY: the context is current; `img` is a live EGLImage of this display and
             // `image_target` is glEGLImageTargetTexture2DOES (checked non-null at open).
             unsafe {
-                let t = self
-                    .gl
-                    .create_texture()
-                    .map_err(|e| anyhow!("glGenTextures: {e}"))?;
+                let t = match self.gl.create_texture() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        for t in out {
+                            self.gl.delete_texture(t);
+                        }
+                        bail!("glGenTextures: {e}");
+                    }
+                };
                 self.gl.bind_texture(target, Some(t));
                 (self.image_target)(target, img.as_ptr());
                 let err = self.gl.get_error();
@@ -1350,6 +1385,22 @@ fn fd_ino(fd: BorrowedFd<'_>) -> u64 {
     nix::sys::stat::fstat(fd).map(|s| s.st_ino).unwrap_or(0)
 }
 
+/// Undoes a half-done [`Gpu::open`]: releases and destroys the context (if any), terminates the
+/// display and destroys the GBM device.
+fn release_egl(
+    egl: &egl::DynamicInstance<egl::EGL1_5>,
+    display: egl::Display,
+    context: Option<egl::Context>,
+    gbm: &mut Option<(libloading::Library, *mut c_void, File)>,
+) {
+    if let Some(c) = context {
+        let _ = egl.make_current(display, None, None, None);
+        let _ = egl.destroy_context(display, c);
+    }
+    let _ = egl.terminate(display);
+    drop_gbm(gbm);
+}
+
 fn drop_gbm(gbm: &mut Option<(libloading::Library, *mut c_void, File)>) {
     if let Some((lib, dev, _file)) = gbm.take() {
         // SAFETY: gbm_device_destroy has this C signature; `dev` came from gbm_create_device
@@ -1447,46 +1498,6 @@ fn program(gl: &glow::Context, frag: &str) -> Result<glow::Program> {
             );
         }
         Ok(p)
-    }
-}
-
-/// Whether a GPU driver waits in the kernel for the dma_resv fences of a buffer it imports.
-pub fn implicit_sync(
-    drm_driver: Option<&str>,
-    renderer: &str,
-    software: bool,
-) -> (Option<bool>, String) {
-    let r = renderer.to_lowercase();
-    if software {
-        return (
-            Some(false),
-            format!("{renderer}: a software renderer reads the dma-buf through its CPU mapping and waits for no dma_resv fence"),
-        );
-    }
-    let drv = drm_driver.map(str::to_lowercase).unwrap_or_default();
-    if drv == "panfrost" || r.contains("panfrost") {
-        (
-            Some(true),
-            "panfrost: the kernel driver waits for the dma_resv fences of every BO a job uses (kernel implicit sync)".into(),
-        )
-    } else if drv == "panthor" || r.contains("panthor") {
-        (
-            Some(false),
-            "panthor: no kernel implicit sync (the scheduler waits only for the fences userspace passes explicitly)".into(),
-        )
-    } else if ["lima", "etnaviv", "v3d", "msm", "i915", "amdgpu"].contains(&drv.as_str()) {
-        (
-            Some(true),
-            format!("{drv}: the kernel driver waits for dma_resv fences of shared buffers"),
-        )
-    } else {
-        (
-            None,
-            format!(
-                "unknown for DRM driver {} / renderer {renderer}",
-                drm_driver.unwrap_or("(none)")
-            ),
-        )
     }
 }
 
@@ -1593,22 +1604,5 @@ mod tests {
         assert_eq!(px(81, 90, 240), vec![254, 0, 0]);
         let d = compare_rgb(&[10, 11, 12], &[10, 12, 15], Matrix::Bt709);
         assert_eq!((d.max_abs, d.over_tolerance), (3, 1));
-    }
-
-    #[test]
-    fn sync_by_driver() {
-        assert_eq!(
-            implicit_sync(Some("panfrost"), "Mali-G52 (Panfrost)", false).0,
-            Some(true)
-        );
-        assert_eq!(
-            implicit_sync(Some("panthor"), "Mali-G610 (Panthor)", false).0,
-            Some(false)
-        );
-        assert_eq!(
-            implicit_sync(None, "llvmpipe (LLVM 19.1.7, 256 bits)", true).0,
-            Some(false)
-        );
-        assert_eq!(implicit_sync(Some("foo"), "Foo", false).0, None);
     }
 }

@@ -16,12 +16,18 @@
 
 pub mod classify;
 pub mod decode;
+pub mod doctor;
 pub mod evidence;
 pub mod gpu;
 pub mod h264;
+pub mod implicit;
 pub mod kmod;
 pub mod probe;
 pub mod report;
+pub mod request_queue;
+pub mod sampler;
+pub mod synthetic;
 pub mod sys;
+pub mod truth;
 pub mod v4l2;
 pub mod verify;

@@ -45,11 +45,15 @@ enum Cmd {
     },
     /// Decode, sample every frame's CAPTURE dma-buf through EGL (as KWin imports it) and
     /// classify what the GPU saw against the CPU view (userspace/src/verify.rs).
-    Verify(vb2r::verify::VerifyArgs),
+    Verify(Box<vb2r::verify::VerifyArgs>),
+    /// Preflight before the evidence run: kernel config (CONFIG_RUST), build tree and rustc,
+    /// decoders, panfrost, dma-coherent, Mesa, vb2_resv; each problem with its fix. Exits 0
+    /// whenever it ran (docs/pinetab2.md).
+    Doctor(vb2r::doctor::DoctorArgs),
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
-    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue)"))
+    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue, strict)"))
 }
 
 fn parse_decode_mode(s: &str) -> Result<DecodeMode, String> {
@@ -59,6 +63,7 @@ fn parse_decode_mode(s: &str) -> Result<DecodeMode, String> {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Verify(a) => vb2r::verify::run(&a),
+        Cmd::Doctor(a) => vb2r::doctor::run(&a),
         Cmd::Probe { json } => {
             let p = vb2r::probe::probe();
             if json {

@@ -64,6 +64,9 @@ pub struct ModuleInfo {
     pub attach: String,
     /// The module's mode during the run (VB2_RESV_IOC_GET_MODE), if loaded.
     pub mode: Option<String>,
+    /// The mode before this run changed it (`--mode`): it is module-wide, and is set back when
+    /// the run ends, failed or not. None when the run did not change it.
+    pub mode_before: Option<String>,
 }
 
 /// One fence of the CAPTURE dma-buf's write fences (SYNC_IOC_FILE_INFO).
@@ -131,6 +134,10 @@ pub struct Checksums {
     pub y_first: u8,
     pub uv_first: u8,
     pub all_zero: bool,
+    /// MD5 (32 hex digits) of the visible picture packed as ffmpeg's rawvideo NV12 (the Y rows,
+    /// then the CbCr rows, no padding): what `ffmpeg -pix_fmt nv12 -f framemd5` prints for the
+    /// frame. See crate::truth.
+    pub md5: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -412,7 +419,22 @@ pub fn checksums(cpu: &[u8], l: &Nv12Layout) -> Checksums {
     let uv = fnv1a((0..uvh).map(|r| row(uv_base, r, uvw)));
     let all_zero = (0..vh).all(|r| row(0, r, vw).iter().all(|&b| b == 0))
         && (0..uvh).all(|r| row(uv_base, r, uvw).iter().all(|&b| b == 0));
+    let md5 = {
+        use md5::Digest;
+        let mut h = md5::Md5::new();
+        for r in 0..vh {
+            h.update(row(0, r, vw));
+        }
+        for r in 0..uvh {
+            h.update(row(uv_base, r, uvw));
+        }
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
     Checksums {
+        md5,
         y,
         uv,
         y_first: cpu.first().copied().unwrap_or(0),

@@ -58,6 +58,8 @@ pub struct FenceInfo {
     pub driver: String,
     /// 0: pending, 1: signaled, < 0: signaled with that error.
     pub status: i32,
+    /// When it was signaled (CLOCK_MONOTONIC ns), 0 while pending.
+    pub timestamp_ns: u64,
 }
 
 impl FenceInfo {
@@ -121,6 +123,7 @@ pub fn sync_file_info(sync_file: &impl AsRawFd) -> Result<Vec<FenceInfo>> {
             timeline: cstr(&f.obj_name),
             driver: cstr(&f.driver_name),
             status: f.status,
+            timestamp_ns: f.timestamp_ns,
         })
         .collect())
 }
@@ -198,6 +201,15 @@ impl DmaBufMap {
         let r = f(s);
         dmabuf_sync(&self.file, DMA_BUF_SYNC_END | flags)?;
         Ok(r)
+    }
+
+    /// Runs `f` on the mapped bytes *without* DMA_BUF_IOCTL_SYNC, which waits for the
+    /// buffer's fences: for a test that looks at a buffer while a device may be writing it (a
+    /// coherent mapping, as vmalloc'd vb2 buffers are; the bytes may be stale or torn).
+    pub fn peek<T>(&self, f: impl FnOnce(&[u8]) -> T) -> T {
+        // SAFETY: as in `access`; read-only, and plain bytes may change under us.
+        let s = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr() as *const u8, self.len) };
+        f(s)
     }
 
     /// A copy of the mapped bytes (START|READ, copy, END|READ).

@@ -129,6 +129,30 @@ impl<'a> Queue<'a> {
         ioctl::qbuf::<_, ()>(self.dev, q).map_err(ioctl_errno)
     }
 
+    /// VIDIOC_QBUF of an MMAP OUTPUT buffer into the media request `request_fd`, with a
+    /// timestamp (in microseconds) and V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF when `hold`.
+    pub fn qbuf_mmap_request(
+        &self,
+        index: u32,
+        bytesused: u32,
+        request_fd: i32,
+        ts_us: u64,
+        hold: bool,
+    ) -> nix::Result<()> {
+        let mut q = QBuffer::<MmapHandle>::new(self.qt, index)
+            .set_request(request_fd)
+            .set_timestamp((ts_us / 1_000_000) as _, (ts_us % 1_000_000) as _);
+        if hold {
+            // V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF: v4l2r has no name for it.
+            q.flags |= ioctl::BufferFlags::from_bits_retain(0x0000_0200);
+        }
+        for _ in 0..self.plane_sizes.len().max(1) {
+            q.planes
+                .push(QBufPlane::new_from_handle(&MmapHandle, bytesused as usize));
+        }
+        ioctl::qbuf::<_, ()>(self.dev, q).map_err(ioctl_errno)
+    }
+
     /// VIDIOC_QBUF of a DMABUF buffer, one dma-buf per plane.
     pub fn qbuf_dmabuf(&self, index: u32, planes: &[File]) -> nix::Result<()> {
         let mut q = QBuffer::<DmaBufHandle<File>>::new(self.qt, index);

@@ -12,19 +12,23 @@
 //! buffers through the CPU, optionally misbehaving in a chosen way (`--fault`): it proves the GPU
 //! path and the classifier end to end where no decoder is (or on a new GPU).
 
-use crate::classify::{self, Class, Counts, Geometry, Verdict};
+use crate::classify::{Class, Counts};
 use crate::decode::{self, CaptureBuffer, DecodeOptions, DecoderArgs, FrameHook, Nv12Layout};
 use crate::evidence;
 use crate::gpu::{
-    self, DmaBufNv12, Gpu, GpuInfo, GpuOptions, Images, ImportInfo, ImportPath, Matrix, Platform,
-    RgbDiff,
+    self, Gpu, GpuInfo, GpuOptions, Images, ImportInfo, ImportPath, Matrix, Platform,
 };
+use crate::implicit::ImplicitSync;
 use crate::kmod::{self, Mode};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::sampler::{geometry, FrameResult, Sampler};
+pub use crate::sampler::{Latch, SampleAt};
+use crate::synthetic::{run_synthetic, Fault};
+use crate::truth::{FrameMd5, TruthInfo};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The JSON schema name of one arm's report.
 pub const SCHEMA: &str = "vb2-resv.verify/1";
@@ -34,24 +38,6 @@ pub enum ImportArg {
     Kwin,
     External,
     Both,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SampleAt {
-    /// Right after DQBUF (the V4L2 contract; what mpv + KWin do).
-    Dqbuf,
-    /// Right after the request was queued, before DQBUF (the decoder may still be writing).
-    Queued,
-}
-
-impl SampleAt {
-    fn name(self) -> &'static str {
-        match self {
-            SampleAt::Dqbuf => "dqbuf",
-            SampleAt::Queued => "queued",
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -72,28 +58,6 @@ pub enum MatrixArg {
     Bt709,
 }
 
-/// What the synthetic stand-in decoder does wrong (`--fault`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Fault {
-    /// Writes the whole frame before the request counts as queued.
-    None,
-    /// Writes the frame only after "queued": a GPU sampling at queued sees the sentinel.
-    Late,
-    /// Writes the first half before "queued", the rest after: torn.
-    Half,
-    /// Zero-fills the buffer before "queued", writes the frame after: zero.
-    Zero,
-    /// The buffer holds the previous frame at "queued" (a reference copy), the frame after.
-    Previous,
-    /// Never writes the buffer at all: both views are the sentinel.
-    Skip,
-    /// Flags every frame with V4L2_BUF_FLAG_ERROR.
-    Error,
-    /// The GPU imports the chroma plane one row early (a layout bug): mismatch.
-    UvOffset,
-}
-
 /// `vb2-resv verify`'s arguments.
 #[derive(clap::Args, Debug, Clone)]
 pub struct VerifyArgs {
@@ -107,10 +71,14 @@ pub struct VerifyArgs {
     /// When the GPU samples (a comma list runs one arm each).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dqbuf")]
     pub sample_at: Vec<SampleAt>,
+    /// Before the GPU reads: nothing, or poll(POLLIN) on the dma-buf as KWin does; a comma list
+    /// runs one arm each.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
+    pub latch: Vec<Latch>,
     /// EGLImage lifetime: cached per buffer (KWin) or per frame (Weston); a comma list runs one arm each.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
     pub images: Vec<ImagesArg>,
-    /// vb2_resv modes to run the stream under, one arm each (off,dqbuf,queue); the module is
+    /// vb2_resv modes to run the stream under, one arm each (off,dqbuf,queue,strict); the module is
     /// switched through /dev/vb2_resv. Absent: the mode is left as it is.
     #[arg(long, value_delimiter = ',', value_parser = parse_mode)]
     pub modes: Vec<Mode>,
@@ -138,8 +106,8 @@ pub struct VerifyArgs {
     /// Skip the RGB readbacks (raw planes only).
     #[arg(long)]
     pub no_rgb: bool,
-    /// Exit non-zero unless every frame of every arm is `correct` and every RGB readback within
-    /// tolerance.
+    /// Exit non-zero unless every frame of every arm is `correct`, every RGB readback within
+    /// tolerance and every CPU view equal to the ground truth (where there is one).
     #[arg(long)]
     pub strict: bool,
     /// Use N frames of a CPU-written stand-in decoder on dma-heap buffers instead of a stream.
@@ -151,10 +119,22 @@ pub struct VerifyArgs {
     /// The stand-in decoder's frame size, WxH.
     #[arg(long, default_value = "320x240", value_parser = parse_size)]
     pub size: (u32, u32),
+    /// The stand-in decoder writes these pictures (raw NV12 of --size, packed, as
+    /// `ffmpeg -pix_fmt nv12 -f rawvideo` writes them) instead of made-up ones.
+    #[arg(long)]
+    pub yuv: Option<PathBuf>,
+    /// The ground truth: ffmpeg's framemd5 of the stream (default: NAME.framemd5.txt beside
+    /// NAME.h264). Every frame's CPU view after DQBUF is checked against it (`decode_ok`).
+    #[arg(long)]
+    pub framemd5: Option<PathBuf>,
+    /// Measure whether the GPU waits for a dma-buf's fences first: a vgem fence held this long
+    /// on a buffer it samples (needs vgem; 0: do not measure).
+    #[arg(long, default_value_t = 300)]
+    pub implicit_sync_hold_ms: u64,
 }
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
-    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue)"))
+    Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue, strict)"))
 }
 
 fn parse_hex(s: &str) -> Result<u64, String> {
@@ -174,281 +154,6 @@ fn parse_size(s: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
-/// A CAPTURE-like NV12 dma-buf the sampler can fill and import.
-pub trait NvBuffer {
-    fn index(&self) -> u32;
-    fn fd(&self) -> BorrowedFd<'_>;
-    fn layout(&self) -> Nv12Layout;
-    fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()>;
-}
-
-impl NvBuffer for CaptureBuffer {
-    fn index(&self) -> u32 {
-        self.index
-    }
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.dmabuf().as_fd()
-    }
-    fn layout(&self) -> Nv12Layout {
-        self.layout
-    }
-    fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        self.write_cpu(|b| f(b))
-    }
-}
-
-fn geometry(l: &Nv12Layout) -> Geometry {
-    Geometry {
-        width: l.width,
-        height: l.height,
-    }
-}
-
-fn pack(raw: &[u8], l: &Nv12Layout) -> Result<Vec<u8>> {
-    classify::pack_nv12(raw, geometry(l), l.stride, l.uv_offset).ok_or_else(|| {
-        anyhow!(
-            "NV12 buffer of {} bytes is too short for {}x{} stride {} chroma at {}",
-            raw.len(),
-            l.width,
-            l.height,
-            l.stride,
-            l.uv_offset
-        )
-    })
-}
-
-/// One import path's verdict on one frame.
-#[derive(Clone, Debug, Serialize)]
-pub struct PathVerdict {
-    pub import: ImportPath,
-    #[serde(flatten)]
-    pub verdict: Verdict,
-    pub rgb: Vec<RgbDiff>,
-}
-
-/// One frame as the GPU saw it.
-#[derive(Clone, Debug, Serialize)]
-pub struct FrameResult {
-    pub frame: usize,
-    pub buffer: u32,
-    /// How many times this buffer had been queued before (the sentinel's seed).
-    pub queueing: u64,
-    pub error_flag: bool,
-    pub paths: Vec<PathVerdict>,
-}
-
-struct Pending {
-    buffer: u32,
-    queueing: u64,
-    sentinel: Vec<u8>,
-    samples: Vec<(ImportPath, gpu::Sample)>,
-}
-
-struct Shot {
-    frame: usize,
-    class: Class,
-    cpu: Vec<u8>,
-    gpu: Vec<u8>,
-    final_: bool,
-}
-
-/// The per-frame GPU sampling and classification (the FrameHook of `verify`).
-pub struct Sampler<'g> {
-    gpu: &'g mut Gpu,
-    paths: Vec<ImportPath>,
-    images: Images,
-    sample_at: SampleAt,
-    rgb: bool,
-    chosen: Option<usize>,
-    /// Synthetic fault that changes the import (uv-offset).
-    uv_shift: bool,
-    queueings: HashMap<u32, u64>,
-    pending: HashMap<usize, Pending>,
-    previous: VecDeque<(usize, Vec<u8>)>,
-    buffers: BTreeSet<u32>,
-    layout: Option<Nv12Layout>,
-    pub frames: Vec<FrameResult>,
-    shots: HashMap<ImportPath, Shot>,
-}
-
-const PREVIOUS_KEPT: usize = 8;
-
-impl<'g> Sampler<'g> {
-    fn new(
-        gpu: &'g mut Gpu,
-        paths: Vec<ImportPath>,
-        images: Images,
-        sample_at: SampleAt,
-        rgb: bool,
-        chosen: Option<usize>,
-    ) -> Self {
-        Sampler {
-            gpu,
-            paths,
-            images,
-            sample_at,
-            rgb,
-            chosen,
-            uv_shift: false,
-            queueings: HashMap::new(),
-            pending: HashMap::new(),
-            previous: VecDeque::new(),
-            buffers: BTreeSet::new(),
-            layout: None,
-            frames: Vec::new(),
-            shots: HashMap::new(),
-        }
-    }
-
-    /// Fills the buffer with its sentinel for this queueing.
-    pub fn before_qbuf(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
-        let l = buf.layout();
-        let q = self.queueings.entry(buf.index()).or_insert(0);
-        let queueing = *q;
-        *q += 1;
-        let mut raw = vec![0u8; l.size as usize];
-        classify::fill_sentinel(&mut raw, buf.index(), queueing);
-        buf.write(&mut |b: &mut [u8]| {
-            let n = b.len().min(raw.len());
-            b[..n].copy_from_slice(&raw[..n]);
-        })
-        .with_context(|| format!("sentinel fill of CAPTURE buffer {}", buf.index()))?;
-        self.pending.insert(
-            frame,
-            Pending {
-                buffer: buf.index(),
-                queueing,
-                sentinel: pack(&raw, &l)?,
-                samples: Vec::new(),
-            },
-        );
-        Ok(())
-    }
-
-    fn sample_now(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
-        let l = buf.layout();
-        self.layout = Some(l);
-        self.buffers.insert(buf.index());
-        let view = DmaBufNv12 {
-            key: buf.index(),
-            fd: buf.fd(),
-            width: l.width,
-            height: l.height,
-            stride: l.stride,
-            uv_offset: if self.uv_shift {
-                l.uv_offset.saturating_sub(l.stride)
-            } else {
-                l.uv_offset
-            },
-            modifier: l.modifier,
-        };
-        let mut samples = Vec::new();
-        for &p in &self.paths {
-            let s = self
-                .gpu
-                .sample(p, self.images, &view, self.rgb)
-                .with_context(|| format!("frame {frame}, {} import", p.name()))?;
-            samples.push((p, s));
-        }
-        let pend = self
-            .pending
-            .get_mut(&frame)
-            .ok_or_else(|| anyhow!("frame {frame} sampled before it was queued"))?;
-        if pend.samples.is_empty() {
-            pend.samples = samples;
-        }
-        Ok(())
-    }
-
-    pub fn queued(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
-        let done = self
-            .pending
-            .get(&frame)
-            .is_some_and(|p| !p.samples.is_empty());
-        if self.sample_at == SampleAt::Queued && !done {
-            self.sample_now(frame, buf)?;
-        }
-        Ok(())
-    }
-
-    pub fn dequeued(
-        &mut self,
-        frame: usize,
-        buf: &dyn NvBuffer,
-        error: bool,
-        cpu_raw: &[u8],
-    ) -> Result<()> {
-        if self.sample_at == SampleAt::Dqbuf {
-            self.sample_now(frame, buf)?;
-        }
-        let l = buf.layout();
-        let g = geometry(&l);
-        let cpu = pack(cpu_raw, &l)?;
-        let pend = self
-            .pending
-            .remove(&frame)
-            .ok_or_else(|| anyhow!("frame {frame} dequeued but never queued"))?;
-        if pend.samples.is_empty() {
-            bail!("frame {frame} was never sampled (the decoder did not call the queued hook)");
-        }
-        let prev: Vec<(usize, &[u8])> = self
-            .previous
-            .iter()
-            .map(|(i, v)| (*i, v.as_slice()))
-            .collect();
-        let mut paths = Vec::new();
-        for (p, s) in &pend.samples {
-            let verdict = classify::classify(&classify::Frame {
-                geometry: g,
-                gpu: &s.nv12,
-                cpu: &cpu,
-                sentinel: Some(&pend.sentinel),
-                previous: &prev,
-                error,
-            })
-            .map_err(|e| anyhow!("frame {frame}: {e}"))?;
-            let rgb = s
-                .rgb
-                .iter()
-                .map(|(m, v)| gpu::compare_rgb(v, &gpu::nv12_to_rgb(&cpu, g, *m), *m))
-                .collect();
-            let take = match self.shots.get(p) {
-                _ if self.chosen == Some(frame) => true,
-                None => true,
-                Some(s) => !s.final_ && self.chosen.is_none() && verdict.failed(),
-            };
-            if take {
-                self.shots.insert(
-                    *p,
-                    Shot {
-                        frame,
-                        class: verdict.class,
-                        cpu: cpu.clone(),
-                        gpu: s.nv12.clone(),
-                        final_: self.chosen == Some(frame)
-                            || (self.chosen.is_none() && verdict.failed()),
-                    },
-                );
-            }
-            paths.push(PathVerdict {
-                import: *p,
-                verdict,
-                rgb,
-            });
-        }
-        self.frames.push(FrameResult {
-            frame,
-            buffer: pend.buffer,
-            queueing: pend.queueing,
-            error_flag: error,
-            paths,
-        });
-        self.previous.push_front((frame, cpu));
-        self.previous.truncate(PREVIOUS_KEPT);
-        Ok(())
-    }
-}
-
 struct DecodeHook<'a, 'g>(&'a mut Sampler<'g>);
 
 impl FrameHook for DecodeHook<'_, '_> {
@@ -457,6 +162,9 @@ impl FrameHook for DecodeHook<'_, '_> {
     }
     fn queued(&mut self, frame: usize, buf: &CaptureBuffer) -> Result<()> {
         self.0.queued(frame, buf)
+    }
+    fn dqbuf_done(&mut self, frame: usize, buf: &CaptureBuffer, _error: bool) -> Result<()> {
+        self.0.dqbuf_done(frame, buf)
     }
     fn dequeued(
         &mut self,
@@ -469,120 +177,36 @@ impl FrameHook for DecodeHook<'_, '_> {
     }
 }
 
-/// A dma-heap buffer mapped for the synthetic decoder.
-struct HeapBuffer {
-    index: u32,
-    layout: Nv12Layout,
-    map: crate::sys::DmaBufMap,
+/// The busy-proof counts of one arm (see [`ArmReport::busy`]).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BusyCounts {
+    pub busy: usize,
+    /// Busy samples whose GPU view was correct (the decoder may simply have written the bytes
+    /// before it signaled done: visl draws, then waits out its transaction time).
+    pub busy_correct: usize,
+    /// Busy samples that were still busy when the read began and done when it ended, and got
+    /// the finished picture: the reader was held until the decode ended.
+    pub busy_held: usize,
+    pub busy_raced: usize,
 }
 
-impl HeapBuffer {
-    fn new(index: u32, layout: Nv12Layout) -> Result<HeapBuffer> {
-        let file = crate::sys::heap_alloc(u64::from(layout.size))
-            .with_context(|| format!("synthetic buffer {index} ({} bytes)", layout.size))?;
-        let what = format!("synthetic buffer {index}");
-        let map = crate::sys::DmaBufMap::new(file, layout.size as usize, &what)?;
-        Ok(HeapBuffer { index, layout, map })
-    }
-}
-
-impl NvBuffer for HeapBuffer {
-    fn index(&self) -> u32 {
-        self.index
-    }
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.map.file().as_fd()
-    }
-    fn layout(&self) -> Nv12Layout {
-        self.layout
-    }
-    fn write(&self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
-        self.map.access(crate::sys::DMA_BUF_SYNC_WRITE, f)
-    }
-}
-
-/// The synthetic decoder's picture `n`: a gradient with a moving block, different every frame.
-pub fn synthetic_frame(n: usize, l: &Nv12Layout) -> Vec<u8> {
-    let mut raw = vec![0x10u8; l.size as usize];
-    let (w, h, s) = (l.width as usize, l.height as usize, l.stride as usize);
-    let bx = (n * 7) % w.max(1);
-    for y in 0..h {
-        for x in 0..w {
-            let inblock = x >= bx && x < bx + 16 && (y / 16) % 4 == n % 4;
-            raw[y * s + x] = if inblock {
-                235
-            } else {
-                16 + ((x + 2 * y + 3 * n) % 220) as u8
-            };
-        }
-    }
-    let uv = l.uv_offset as usize;
-    for y in 0..h / 2 {
-        for x in 0..w / 2 {
-            raw[uv + y * s + 2 * x] = 78 + ((x * 3 + n * 5) % 100) as u8;
-            raw[uv + y * s + 2 * x + 1] = 78 + ((y * 3 + n * 7) % 100) as u8;
-        }
-    }
-    raw
-}
-
-/// Runs the synthetic stand-in decoder: 4 buffers in turn, `n` frames.
-fn run_synthetic(
-    s: &mut Sampler<'_>,
-    n: usize,
-    size: (u32, u32),
-    fault: Fault,
-) -> Result<serde_json::Value> {
-    let (w, h) = size;
-    let stride = w.div_ceil(64) * 64;
-    let layout = Nv12Layout {
-        width: w,
-        height: h,
-        visible_width: w,
-        visible_height: h,
-        stride,
-        uv_offset: stride * h,
-        size: stride * h * 3 / 2,
-        modifier: gpu::DRM_FORMAT_MOD_LINEAR,
-    };
-    let bufs: Vec<HeapBuffer> = (0..4)
-        .map(|i| HeapBuffer::new(i, layout))
-        .collect::<Result<_>>()?;
-    s.uv_shift = fault == Fault::UvOffset;
-    let mut last: Option<Vec<u8>> = None;
-    for f in 0..n {
-        let b = &bufs[f % bufs.len()];
-        let content = synthetic_frame(f, &layout);
-        s.before_qbuf(f, b)?;
-        let half = (layout.uv_offset as usize) / 2;
-        match fault {
-            Fault::None | Fault::Error | Fault::UvOffset => {
-                b.write(&mut |m| m.copy_from_slice(&content))?
-            }
-            Fault::Half => b.write(&mut |m| m[..half].copy_from_slice(&content[..half]))?,
-            Fault::Zero => b.write(&mut |m| m.fill(0))?,
-            Fault::Previous => {
-                if let Some(p) = &last {
-                    b.write(&mut |m| m.copy_from_slice(p))?
+impl BusyCounts {
+    fn of(frames: &[FrameResult]) -> BusyCounts {
+        let mut c = BusyCounts::default();
+        for f in frames.iter().filter(|f| f.sample.busy_before == Some(true)) {
+            c.busy += 1;
+            if f.paths.iter().all(|p| p.verdict.content == Class::Correct) {
+                c.busy_correct += 1;
+                if f.sample.busy_after == Some(false) {
+                    c.busy_held += 1;
                 }
             }
-            Fault::Late | Fault::Skip => {}
+            if f.paths.iter().any(|p| p.verdict.content.is_race()) {
+                c.busy_raced += 1;
+            }
         }
-        s.queued(f, b)?;
-        if fault != Fault::Skip {
-            b.write(&mut |m| m.copy_from_slice(&content))?;
-        }
-        let cpu = b.map.read()?;
-        s.dequeued(f, b, fault == Fault::Error, &cpu)?;
-        last = Some(content);
+        c
     }
-    Ok(serde_json::json!({
-        "driver": "synthetic",
-        "card": "CPU-written stand-in decoder on /dev/dma_heap/system",
-        "fault": fault,
-        "frames": n,
-        "capture": layout,
-    }))
 }
 
 /// One arm's report (`vb2-resv.verify/1`).
@@ -593,11 +217,14 @@ pub struct ArmReport {
     /// The module mode set for this arm (None: left as it was).
     pub mode: Option<String>,
     pub sample_at: SampleAt,
+    pub latch: Latch,
     pub images: Images,
     /// The decoder: its DecodeReport (device, format, per-frame fences), or the synthetic one.
     pub decoder: serde_json::Value,
     pub decoder_driver: String,
     pub gpu: GpuInfo,
+    /// Whether this GPU waits for a dma-buf's fences, measured (crate::implicit).
+    pub implicit_sync: ImplicitSync,
     pub imports: Vec<ImportInfo>,
     pub layout: Option<Nv12Layout>,
     pub buffers: usize,
@@ -607,6 +234,14 @@ pub struct ArmReport {
     pub summary: BTreeMap<String, Counts>,
     /// Frames whose RGB readback was off by more than gpu::RGB_TOLERANCE, per import path.
     pub rgb_off: BTreeMap<String, usize>,
+    /// Samples that began while the decoder provably still owned the buffer (QUERYBUF: QUEUED,
+    /// not DONE), and of those, how many the GPU read correctly (it got the finished picture:
+    /// something made it wait) and how many raced (sentinel or torn), over every import path.
+    pub busy: BusyCounts,
+    /// The ground truth this arm's frames were checked against (`decode_ok`), or why not.
+    pub ground_truth: TruthInfo,
+    /// Frames whose CPU view differs from the ground truth (None: no ground truth).
+    pub decoder_wrong: Option<usize>,
     pub frames: Vec<FrameResult>,
     /// The triptych files written for this arm.
     pub pngs: Vec<String>,
@@ -615,10 +250,15 @@ pub struct ArmReport {
 impl ArmReport {
     fn label(&self) -> String {
         format!(
-            "{}-{}-{}",
+            "{}-{}-{}{}",
             self.mode.as_deref().unwrap_or("unchanged"),
             self.sample_at.name(),
-            self.images.name()
+            self.images.name(),
+            if self.latch == Latch::Poll {
+                "-poll"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -660,6 +300,13 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
             MatrixArg::Bt709 => Matrix::Bt709,
         },
     })?;
+    let implicit = if a.implicit_sync_hold_ms == 0 {
+        ImplicitSync::not_measured("--implicit-sync-hold-ms 0")
+    } else {
+        crate::implicit::measure(&mut gpu, Duration::from_millis(a.implicit_sync_hold_ms))?
+    };
+    gpu.info.implicit_sync = implicit.waits;
+    gpu.info.implicit_sync_reason = implicit.describe();
     println!(
         "GPU: {} on {} (EGL {} {}; {}), implicit sync: {}",
         gpu.info.gl_renderer,
@@ -667,11 +314,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
         gpu.info.egl_vendor,
         gpu.info.egl_version,
         gpu.info.gl_version,
-        match gpu.info.implicit_sync {
-            Some(true) => "yes",
-            Some(false) => "no",
-            None => "unknown",
-        }
+        implicit.describe()
     );
     let modes: Vec<Option<Mode>> = if a.modes.is_empty() {
         vec![None]
@@ -690,101 +333,178 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     if let Some(d) = &a.evidence {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
+    // The ground truth: ffmpeg's framemd5 (given, or beside the stream), and the display index
+    // of every decode-order picture (its line in the framemd5).
+    let truth_path = a
+        .framemd5
+        .clone()
+        .or_else(|| a.input.as_deref().and_then(FrameMd5::beside));
+    let truth = truth_path.as_deref().map(FrameMd5::load).transpose()?;
+    let display_of: Vec<usize> = match &a.input {
+        // A stream that does not parse fails in decode, with decode's message.
+        Some(p) => std::fs::read(p)
+            .ok()
+            .and_then(|d| crate::h264::parse(&d).ok())
+            .map(|st| st.pictures.iter().map(|p| p.display_index).collect())
+            .unwrap_or_default(),
+        None => (0..a.synthetic.unwrap_or(0)).collect(),
+    };
+    // visl runs an idle device's job inside MEDIA_REQUEST_IOC_QUEUE: without --async-queue a
+    // sample "right after queueing" is taken after the decode, and would prove nothing.
+    if a.input.is_some() && a.sample_at.contains(&SampleAt::Queued) && !a.decoder.async_queue {
+        let driver = match &a.decoder.device {
+            Some(d) => crate::probe::check_h264_decoder(d).map(|n| n.driver).ok(),
+            None => crate::probe::find_h264_decoder()
+                .map(|(n, _)| n.driver)
+                .ok(),
+        };
+        if driver.as_deref() == Some("visl") {
+            bail!("--sample-at queued on visl needs --async-queue: visl runs the job inside MEDIA_REQUEST_IOC_QUEUE, so without it every queued sample is taken after the decode");
+        }
+    }
     let mut reports = Vec::new();
     for &mode in &modes {
         for &sample_at in &a.sample_at {
             for &images in &images_list {
-                gpu.forget_all();
-                let imports = paths
-                    .iter()
-                    .map(|&p| gpu.check_import(p, images, gpu::DRM_FORMAT_MOD_LINEAR))
-                    .collect::<Result<Vec<_>>>()?;
-                let before: HashMap<ImportPath, usize> =
-                    paths.iter().map(|&p| (p, gpu.images_created(p))).collect();
-                let mut s = Sampler::new(
-                    &mut gpu,
-                    paths.clone(),
-                    images,
-                    sample_at,
-                    !a.no_rgb,
-                    a.frame,
-                );
-                let (decoder, driver) = match (&a.input, a.synthetic) {
-                    (Some(input), _) => {
-                        let opts = DecodeOptions {
-                            mode,
-                            ..decoder_opts.clone()
-                        };
-                        let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
-                        let driver = format!("{} ({})", r.device.driver, r.device.card);
-                        (serde_json::to_value(&r)?, driver)
-                    }
-                    (None, Some(n)) => (
-                        run_synthetic(&mut s, n, a.size, a.fault)?,
-                        "synthetic".to_string(),
-                    ),
-                    (None, None) => unreachable!("checked above"),
-                };
-                let mut summary = BTreeMap::new();
-                let mut rgb_off = BTreeMap::new();
-                for f in &s.frames {
-                    for pv in &f.paths {
-                        summary
-                            .entry(pv.import.name().to_string())
-                            .or_insert_with(Counts::default)
-                            .add(pv.verdict.class);
-                        let off = pv.rgb.iter().any(|r| r.over_tolerance > 0);
-                        *rgb_off.entry(pv.import.name().to_string()).or_insert(0) +=
-                            usize::from(off);
-                    }
-                }
-                let frames = std::mem::take(&mut s.frames);
-                let shots = std::mem::take(&mut s.shots);
-                let layout = s.layout;
-                let buffers = s.buffers.len();
-                drop(s);
-                let mut report = ArmReport {
-                    schema: SCHEMA,
-                    input: input_name.clone(),
-                    mode: mode.map(|m| m.name().to_string()),
-                    sample_at,
-                    images,
-                    decoder,
-                    decoder_driver: driver,
-                    gpu: gpu.info.clone(),
-                    imports,
-                    layout,
-                    buffers,
-                    images_created: paths
+                for &latch in &a.latch {
+                    gpu.forget_all();
+                    let imports = paths
                         .iter()
-                        .map(|&p| (p.name().to_string(), gpu.images_created(p) - before[&p]))
-                        .collect(),
-                    summary,
-                    rgb_off,
-                    frames,
-                    pngs: Vec::new(),
-                };
-                if let (Some(dir), Some(l)) = (&a.evidence, layout) {
-                    for (p, shot) in &shots {
-                        let file = format!("frame-{}-{}.png", report.label(), p.name());
-                        let (w, h, img) = evidence::triptych(
-                            &shot.cpu,
-                            &shot.gpu,
-                            geometry(&l),
-                            (l.visible_width, l.visible_height),
-                            [
-                                &format!("CPU VIEW FRAME {}", shot.frame),
-                                &format!("GPU {}: {}", p.name(), shot.class),
-                                &format!("DIFF\n{}", report.label()),
-                            ],
-                        );
-                        evidence::write_png(&dir.join(&file), w, h, &img)?;
-                        report.pngs.push(file);
+                        .map(|&p| gpu.check_import(p, images, gpu::DRM_FORMAT_MOD_LINEAR))
+                        .collect::<Result<Vec<_>>>()?;
+                    let before: HashMap<ImportPath, usize> =
+                        paths.iter().map(|&p| (p, gpu.images_created(p))).collect();
+                    let mut s = Sampler::new(
+                        &mut gpu,
+                        paths.clone(),
+                        images,
+                        sample_at,
+                        latch,
+                        !a.no_rgb,
+                        a.frame,
+                    );
+                    s.truth = truth.clone();
+                    s.display_of = display_of.clone();
+                    let (decoder, driver) = match (&a.input, a.synthetic) {
+                        (Some(input), _) => {
+                            let opts = DecodeOptions {
+                                mode,
+                                ..decoder_opts.clone()
+                            };
+                            let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
+                            let driver = format!("{} ({})", r.device.driver, r.device.card);
+                            (serde_json::to_value(&r)?, driver)
+                        }
+                        (None, Some(n)) => (
+                            run_synthetic(&mut s, n, a.size, a.fault, a.yuv.as_deref())?,
+                            "synthetic".to_string(),
+                        ),
+                        (None, None) => unreachable!("checked above"),
+                    };
+                    let mut summary = BTreeMap::new();
+                    let mut rgb_off = BTreeMap::new();
+                    for f in &s.frames {
+                        for pv in &f.paths {
+                            summary
+                                .entry(pv.import.name().to_string())
+                                .or_insert_with(Counts::default)
+                                .add(pv.verdict.class);
+                            let off = pv.rgb.iter().any(|r| r.over_tolerance > 0);
+                            *rgb_off.entry(pv.import.name().to_string()).or_insert(0) +=
+                                usize::from(off);
+                        }
                     }
-                    report.pngs.sort();
-                }
-                for (p, c) in &report.summary {
-                    println!(
+                    let mut frames = std::mem::take(&mut s.frames);
+                    let ground_truth = if driver.starts_with("visl ") {
+                        for f in &mut frames {
+                            f.decode_ok = None;
+                        }
+                        TruthInfo {
+                            status: "n/a".into(),
+                            source: None,
+                            reason: Some(
+                                "visl draws a test pattern instead of decoding: nothing to compare"
+                                    .into(),
+                            ),
+                        }
+                    } else if let Some(t) = &truth {
+                        TruthInfo {
+                            status: "compared".into(),
+                            source: Some(t.path.display().to_string()),
+                            reason: None,
+                        }
+                    } else {
+                        TruthInfo {
+                            status: "n/a".into(),
+                            source: None,
+                            reason: Some(if a.input.is_some() {
+                                "no framemd5 beside the stream (scripts/make-streams.sh) and no --framemd5".into()
+                            } else {
+                                "made-up pictures: no --framemd5".into()
+                            }),
+                        }
+                    };
+                    let decoder_wrong = (ground_truth.status == "compared")
+                        .then(|| frames.iter().filter(|f| f.decode_ok != Some(true)).count());
+                    let shots = std::mem::take(&mut s.shots);
+                    let layout = s.layout;
+                    let buffers = s.buffers.len();
+                    drop(s);
+                    let mut report = ArmReport {
+                        schema: SCHEMA,
+                        input: input_name.clone(),
+                        mode: mode.map(|m| m.name().to_string()),
+                        sample_at,
+                        latch,
+                        images,
+                        decoder,
+                        decoder_driver: driver,
+                        gpu: gpu.info.clone(),
+                        implicit_sync: implicit.clone(),
+                        imports,
+                        layout,
+                        buffers,
+                        images_created: paths
+                            .iter()
+                            .map(|&p| (p.name().to_string(), gpu.images_created(p) - before[&p]))
+                            .collect(),
+                        summary,
+                        rgb_off,
+                        busy: BusyCounts::of(&frames),
+                        ground_truth,
+                        decoder_wrong,
+                        frames,
+                        pngs: Vec::new(),
+                    };
+                    if let (Some(dir), Some(l)) = (&a.evidence, layout) {
+                        for (p, shot) in &shots {
+                            let file = format!("frame-{}-{}.png", report.label(), p.name());
+                            let (w, h, img) = evidence::triptych(
+                                &shot.cpu,
+                                &shot.gpu,
+                                geometry(&l),
+                                (l.visible_width, l.visible_height),
+                                [
+                                    &format!("CPU VIEW FRAME {}", shot.frame),
+                                    &format!("GPU {}: {}", p.name(), shot.class),
+                                    &format!("DIFF\n{}", report.label()),
+                                ],
+                            );
+                            evidence::write_png(&dir.join(&file), w, h, &img)?;
+                            report.pngs.push(file);
+                        }
+                        report.pngs.sort();
+                    }
+                    if let Some(w) = report.decoder_wrong {
+                        println!(
+                            "arm {}: {w} of {} frames differ from the ground truth ({})",
+                            report.label(),
+                            report.frames.len(),
+                            report.ground_truth.source.as_deref().unwrap_or("-")
+                        );
+                    }
+                    for (p, c) in &report.summary {
+                        println!(
                         "arm {} {p}: {} frames: {}; EGLImages created {} for {} buffers; RGB off in {}",
                         report.label(),
                         c.total(),
@@ -797,8 +517,9 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                         report.buffers,
                         report.rgb_off.get(p).copied().unwrap_or(0),
                     );
+                    }
+                    reports.push(report);
                 }
-                reports.push(report);
             }
         }
     }
@@ -819,8 +540,9 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
             .map(|c| c.total() - c.get(Class::Correct))
             .sum();
         let rgb: usize = reports.iter().flat_map(|r| r.rgb_off.values()).sum();
-        if bad > 0 || rgb > 0 {
-            bail!("--strict: {bad} sampled frames not correct, {rgb} RGB readbacks off by more than {}", gpu::RGB_TOLERANCE);
+        let wrong: usize = reports.iter().filter_map(|r| r.decoder_wrong).sum();
+        if bad > 0 || rgb > 0 || wrong > 0 {
+            bail!("--strict: {bad} sampled frames not correct, {rgb} RGB readbacks off by more than {}, {wrong} frames differ from the ground truth", gpu::RGB_TOLERANCE);
         }
     }
     Ok(())
@@ -836,12 +558,24 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
             rows.push(evidence::Row {
                 mode: r.mode.clone().unwrap_or_else(|| "unchanged".into()),
                 sample_at: r.sample_at.name().into(),
+                latch: if r.latch == Latch::Poll {
+                    "poll"
+                } else {
+                    "none"
+                }
+                .into(),
+                busy: (r.sample_at == SampleAt::Queued).then_some((
+                    r.busy.busy,
+                    r.busy.busy_held,
+                    r.busy.busy_raced,
+                )),
                 images: r.images.name().into(),
                 import: p.clone(),
                 counts: c.clone(),
                 images_created: r.images_created.get(p).copied().unwrap_or(0),
                 buffers: r.buffers,
                 rgb_off: r.rgb_off.get(p).copied().unwrap_or(0),
+                decoder_wrong: r.decoder_wrong,
                 fenced: r.decoder["summary"]["fences_pending_vb2_resv"]
                     .as_u64()
                     .map(|n| n as usize),
@@ -852,7 +586,7 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
     if let Some(r) = reports.first() {
         let g = &r.gpu;
         md.push_str(&format!(
-            "- input: `{}`\n- decoder: {}\n- GPU: {} (DRM driver: {}; render node: {}), {} via {}, EGL {} {}\n- kernel implicit sync by the GPU driver: {} ({})\n- EGL imports: {}\n",
+            "- input: `{}`\n- decoder: {}\n- GPU: {} (DRM driver: {}; render node: {}), {} via {}, EGL {} {}\n- GPU waits for dma-buf fences (implicit sync): {}\n- ground truth: {}\n- EGL imports: {}\n",
             r.input,
             r.decoder_driver,
             g.gl_renderer,
@@ -862,12 +596,12 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
             g.platform,
             g.egl_vendor,
             g.egl_version,
-            match g.implicit_sync {
-                Some(true) => "yes",
-                Some(false) => "no",
-                None => "unknown",
-            },
             g.implicit_sync_reason,
+            match (&r.ground_truth.source, &r.ground_truth.reason) {
+                (Some(src), _) => format!("ffmpeg's framemd5 `{src}` (decoder wrong: frames whose CPU view differs)"),
+                (None, Some(why)) => format!("n/a: {why}"),
+                (None, None) => "n/a".into(),
+            },
             r.imports
                 .iter()
                 .map(|i| format!(
@@ -886,6 +620,8 @@ fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
             ));
         }
     }
+    md.push_str("- races (`sentinel`, `torn`) are classified on the `kwin` path (raw R8 + GR88 planes, byte for byte) only: the `external` path goes through the driver's YUV to RGB conversion and back, and the random sentinel is outside the YUV gamut, so a clamping sampler turns an early read into `mismatch`\n");
+    md.push_str("- busy at read: samples taken after queueing that began while QUERYBUF showed the buffer QUEUED and not DONE (the decoder provably still owned it); busy, held: of those, the buffer was DONE when the read ended and the GPU got the finished picture (the reader was held until the decode ended); busy, raced: it read `sentinel` or `torn`. A fence works only where busy > 0, busy, held = busy and busy, raced = 0\n");
     md.push('\n');
     md.push_str(&evidence::markdown_table(&rows));
     md.push_str("\nColumns: docs/rfc-evidence.md. Per-frame detail: the arm-*.json files; triptychs: frame-*.png.\n");

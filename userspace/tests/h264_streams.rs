@@ -247,7 +247,7 @@ fn check_frames(dir: &Path, name: &str) {
             assert!(r < p.dpb.len(), "{ctx}: ref list index {r} outside dpb[]");
         }
     }
-    let _ = checked_lists;
+    let _ = checked_lists; // lengths here; the order in ref_lists_match_ffmpeg_in_order
 }
 
 /// Display order and picture types against ffprobe -show_frames.
@@ -482,4 +482,237 @@ fn big_stream_matches_ffmpeg() {
         ),
         (1920, 1088, 1920, 1080)
     );
+}
+
+/// A reference as ffmpeg names it: (frame_num, POC with ffmpeg's offset), long-term or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FfRef {
+    frame_num: i64,
+    poc: i64,
+    long_term: Option<i64>,
+}
+
+/// "fn:F:POC,..." (short-term, most recent first) or "IDX=fn:F:POC,..." (long-term).
+fn ff_refs(list: &str, long_term: bool) -> Vec<FfRef> {
+    if list == "-" {
+        return vec![];
+    }
+    list.split(',')
+        .map(|e| {
+            let (idx, rest) = match e.split_once('=') {
+                Some((i, r)) => (Some(i.parse::<i64>().unwrap()), r),
+                None => (None, e),
+            };
+            let mut it = rest.split(':');
+            assert_eq!(it.next(), Some("fn"), "{e}");
+            let frame_num = it.next().unwrap().parse().unwrap();
+            let poc = it.next().unwrap().parse().unwrap();
+            FfRef {
+                frame_num,
+                poc,
+                long_term: if long_term { idx } else { None },
+            }
+        })
+        .collect()
+}
+
+/// RefPicList0/1 of one slice rebuilt from ffmpeg's reference state (frames.txt) and
+/// h264-reader's ref_pic_list_modification, by the rules of 8.2.4.2 and 8.2.4.3 (frames only):
+/// an implementation independent of vb2r::h264::refs, to compare our lists with, in order.
+#[allow(clippy::too_many_arguments)]
+fn expected_lists(
+    st: &[FfRef],
+    lt: &[FfRef],
+    cur_fn: i64,
+    cur_poc: i64,
+    max_frame_num: i64,
+    b: bool,
+    n: [usize; 2],
+    mods: [&[h264_reader::nal::slice::ModificationOfPicNums]; 2],
+) -> [Vec<Option<FfRef>>; 2] {
+    let pic_num = |r: &FfRef| {
+        if r.frame_num > cur_fn {
+            r.frame_num - max_frame_num
+        } else {
+            r.frame_num
+        }
+    };
+    let mut lts: Vec<FfRef> = lt.to_vec();
+    lts.sort_by_key(|r| r.long_term.unwrap());
+    let mut init: [Vec<FfRef>; 2] = if !b {
+        let mut s: Vec<FfRef> = st.to_vec();
+        s.sort_by_key(|r| std::cmp::Reverse(pic_num(r)));
+        s.extend(&lts);
+        [s, vec![]]
+    } else {
+        let mut before: Vec<FfRef> = st.iter().copied().filter(|r| r.poc < cur_poc).collect();
+        before.sort_by_key(|r| std::cmp::Reverse(r.poc));
+        let mut after: Vec<FfRef> = st.iter().copied().filter(|r| r.poc > cur_poc).collect();
+        after.sort_by_key(|r| r.poc);
+        let mut l0 = before.clone();
+        l0.extend(&after);
+        l0.extend(&lts);
+        let mut l1 = after;
+        l1.extend(&before);
+        l1.extend(&lts);
+        if l1.len() > 1 && l1 == l0 {
+            l1.swap(0, 1);
+        }
+        [l0, l1]
+    };
+    let mut out: [Vec<Option<FfRef>>; 2] = [vec![], vec![]];
+    for x in 0..if b { 2 } else { 1 } {
+        init[x].truncate(n[x]);
+        let mut l: Vec<Option<FfRef>> = init[x].iter().copied().map(Some).collect();
+        l.resize(n[x], None);
+        let mut pred = cur_fn;
+        for (ref_idx, m) in mods[x].iter().enumerate() {
+            use h264_reader::nal::slice::ModificationOfPicNums as M;
+            let pick = match m {
+                M::Subtract(a) | M::Add(a) => {
+                    let d = i64::from(*a) + 1;
+                    let mut no_wrap = if matches!(m, M::Subtract(_)) {
+                        pred - d
+                    } else {
+                        pred + d
+                    };
+                    if no_wrap < 0 {
+                        no_wrap += max_frame_num;
+                    } else if no_wrap >= max_frame_num {
+                        no_wrap -= max_frame_num;
+                    }
+                    pred = no_wrap;
+                    let pn = if no_wrap > cur_fn {
+                        no_wrap - max_frame_num
+                    } else {
+                        no_wrap
+                    };
+                    *st.iter()
+                        .find(|r| pic_num(r) == pn)
+                        .unwrap_or_else(|| panic!("modification names PicNum {pn}: not in {st:?}"))
+                }
+                M::LongTermRef(n) => *lt
+                    .iter()
+                    .find(|r| r.long_term == Some(i64::from(*n)))
+                    .unwrap_or_else(|| panic!("modification names LongTermPicNum {n}")),
+                other => panic!("MVC modification {other:?}"),
+            };
+            l.insert(ref_idx, Some(pick));
+            // The same picture later in the list goes (8.2.4.3.1/2).
+            if let Some(k) = (ref_idx + 1..l.len()).find(|&k| l[k] == Some(pick)) {
+                l.remove(k);
+            }
+            l.truncate(n[x]);
+        }
+        out[x] = l;
+    }
+    out
+}
+
+/// Our RefPicList0/1 against the ones rebuilt from ffmpeg's reference state, entry by entry.
+fn check_ref_list_order(dir: &Path, name: &str) -> usize {
+    let (data, s) = load(dir, name);
+    let exp = lines(dir, name, "frames");
+    let offset = num(&kv(&exp[0]), "top") - i64::from(s.pictures[0].top_poc);
+    let mut ctx = h264_reader::Context::new();
+    let mut headers = Vec::new();
+    for n in h264::nal_units(&data).0 {
+        let nal = RefNal::new(n.data, &[], true);
+        let hdr = nal.header().unwrap();
+        match n.nal_unit_type() {
+            7 => ctx.put_seq_param_set(SeqParameterSet::from_bits(nal.rbsp_bits()).unwrap()),
+            8 => {
+                let pps = PicParameterSet::from_bits(&ctx, nal.rbsp_bits()).unwrap();
+                ctx.put_pic_param_set(pps)
+            }
+            1 | 5 => {
+                let (sh, sps, _) =
+                    SliceHeader::from_bits(&ctx, &mut nal.rbsp_bits(), hdr, None).unwrap();
+                headers.push((sh, i64::from(sps.log2_max_frame_num())));
+            }
+            _ => {}
+        }
+    }
+    let slices: Vec<(usize, usize)> = s
+        .pictures
+        .iter()
+        .flat_map(|p| (0..p.slices.len()).map(move |k| (p.decode_index, k)))
+        .collect();
+    assert_eq!(slices.len(), headers.len());
+    assert_eq!(slices.len(), exp.len());
+    let mut compared = 0;
+    for ((&(pi, si), line), (sh, log2_max_fn)) in slices.iter().zip(&exp).zip(&headers) {
+        let e = kv(line);
+        let p = &s.pictures[pi];
+        let sl = &p.slices[si];
+        if sl.slice_type == SliceType::I {
+            continue;
+        }
+        let b = sl.slice_type == SliceType::B;
+        use h264_reader::nal::slice::RefPicListModifications as R;
+        let none: &[h264_reader::nal::slice::ModificationOfPicNums] = &[];
+        let mods = match &sh.ref_pic_list_modification {
+            Some(R::P {
+                ref_pic_list_modification_l0,
+            }) => [&ref_pic_list_modification_l0[..], none],
+            Some(R::B {
+                ref_pic_list_modification_l0,
+                ref_pic_list_modification_l1,
+            }) => [
+                &ref_pic_list_modification_l0[..],
+                &ref_pic_list_modification_l1[..],
+            ],
+            _ => [none, none],
+        };
+        let want = expected_lists(
+            &ff_refs(&e["st"], false),
+            &ff_refs(&e["lt"], true),
+            num(&e, "fn"),
+            num(&e, "top").min(num(&e, "bot")),
+            1 << log2_max_fn,
+            b,
+            [num(&e, "nref0") as usize, num(&e, "nref1") as usize],
+            mods,
+        );
+        let ours = |l: &[usize]| -> Vec<Option<FfRef>> {
+            l.iter()
+                .map(|&k| {
+                    let d = &p.dpb[k];
+                    Some(FfRef {
+                        frame_num: i64::from(s.pictures[d.decode_index].frame_num),
+                        poc: i64::from(d.top_poc.min(d.bottom_poc)) + offset,
+                        long_term: d.long_term.then_some(i64::from(d.frame_num)),
+                    })
+                })
+                .collect()
+        };
+        let ctx = format!("{name} picture {pi} slice {si}: {line}");
+        let trim = |v: &[Option<FfRef>]| -> Vec<Option<FfRef>> {
+            let n = v.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+            v[..n].to_vec()
+        };
+        assert_eq!(
+            ours(&sl.ref_list0),
+            trim(&want[0]),
+            "{ctx}: RefPicList0, in order"
+        );
+        if b {
+            assert_eq!(
+                ours(&sl.ref_list1),
+                trim(&want[1]),
+                "{ctx}: RefPicList1, in order"
+            );
+        }
+        compared += 1;
+    }
+    compared
+}
+
+#[test]
+fn ref_lists_match_ffmpeg_in_order() {
+    let mut n = 0;
+    for name in SMALL {
+        n += check_ref_list_order(&streams_dir(), name);
+    }
+    assert!(n > 100, "{n} P/B slices compared");
 }

@@ -40,10 +40,13 @@ t_kmod_load_unload() {
 	grep -qE '^parm: +mode:' /tmp/modinfo.txt || fail "modinfo: no parameter 'mode'"
 	grep -qE '^parm: +attach:' /tmp/modinfo.txt || fail "modinfo: no parameter 'attach'"
 	grep -qE '^version: +[0-9]' /tmp/modinfo.txt || fail "modinfo: no version"
+	grep -qE '^parm: +fence_timeout_ms:' /tmp/modinfo.txt || fail "modinfo: no parameter 'fence_timeout_ms'"
 	dmesg_mark load
-	insmod_vb2r || fail "insmod failed"
+	# The module's own default, not the helper's mode=queue.
+	modprobe videobuf2_common || fail "modprobe videobuf2_common"
+	insmod "$KO" || fail "insmod failed"
 	grep -q '^vb2_resv ' /proc/modules || fail "vb2_resv not in /proc/modules after insmod"
-	dmesg_since load | grep -q 'vb2_resv: vb2_resv .* loaded: mode=queue' || fail "no load line with version and parameters in dmesg"
+	dmesg_since load | grep -q 'vb2_resv: vb2_resv .* loaded: mode=strict' || fail "no load line with version and the default mode (strict) in dmesg"
 	rmmod vb2_resv || fail "rmmod failed"
 	grep -q '^vb2_resv ' /proc/modules && fail "vb2_resv still loaded after rmmod"
 	[ -e /sys/module/vb2_resv ] && fail "/sys/module/vb2_resv left behind"

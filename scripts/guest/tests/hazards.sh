@@ -99,3 +99,52 @@ t_fence_streamon_error() {
 	dmesg_since streamon-error | dmesg_complaints || fail "kernel complained"
 	return 0
 }
+
+# A seeded random walk (vb2r-qtest random-ops: QBUF/DQBUF blocking and not, STREAMON/OFF,
+# REQBUFS, EXPBUF and closing exports, close, attach/detach, mode switches; two clients per node)
+# on vivid, vim2m and visl, with the invariants checked after every step. The seed is in the
+# output; VB2R_SEED=0x... replays it.
+t_stress_random_ops() {
+	load_drivers vivid visl || fail "modprobe vivid visl"
+	modprobe vim2m default_transtime=10 || fail "modprobe vim2m"
+	insmod_vb2r || fail "insmod"
+	dmesg_mark random-ops
+	local dev total=0 n
+	for dev in vivid vim2m visl; do
+		"$QTEST" random-ops --dev $dev --ops "${VB2R_RANDOM_OPS:-400}" >/tmp/random-$dev.log 2>&1 || {
+			cat /tmp/random-$dev.log
+			fail "$dev: an invariant broke"
+		}
+		cat /tmp/random-$dev.log
+		n=$(sed -n 's/^\([0-9]*\) operations, invariants held.*/\1/p' /tmp/random-$dev.log)
+		total=$((total + ${n:-0}))
+	done
+	echo "$total operations in all"
+	[ "$total" -ge 1000 ] || fail "only $total operations"
+	dmesg_since random-ops | dmesg_complaints || fail "kernel complained"
+	return 0
+}
+
+# 100 cycles of load, stream, unload in the middle of the stream (KASAN=1 make stress runs it on
+# the KASAN kernel: docs/ci.md).
+t_stress_rmmod_cycles() {
+	load_drivers vivid || fail "modprobe vivid"
+	local i n=${VB2R_RMMOD_CYCLES:-100} pid
+	dmesg_mark rmmod-cycles
+	for i in $(seq 1 "$n"); do
+		insmod_vb2r attach=vivid || fail "cycle $i: insmod"
+		"$QTEST" stream --seconds 0.5 >/tmp/rc-stream.log 2>&1 &
+		pid=$!
+		sleep 0.$((RANDOM % 3 + 1))
+		if fences_pin_module; then
+			wait $pid
+			rmmod vb2_resv || fail "cycle $i: rmmod"
+		else
+			rmmod vb2_resv || fail "cycle $i: rmmod mid-stream"
+			wait $pid
+		fi || { cat /tmp/rc-stream.log; fail "cycle $i: the stream broke"; }
+	done
+	echo "$n load/stream/unload cycles"
+	dmesg_since rmmod-cycles | dmesg_complaints || fail "kernel complained"
+	return 0
+}

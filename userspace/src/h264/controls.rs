@@ -270,13 +270,13 @@ impl Picture {
             if s.slice_type == SliceType::B {
                 sp.num_ref_idx_l1_active_minus1 = s.num_ref_idx_l1_active_minus1;
             }
-            for (e, &i) in sp.ref_pic_list0.iter_mut().zip(&s.ref_list0) {
-                e.fields = b::V4L2_H264_FRAME_REF as u8;
-                e.index = i as u8;
+            // Entries past the list's length name no picture: index 0xff (as GStreamer's
+            // v4l2codecs does), never dpb[0], which is a real reference.
+            for (k, e) in sp.ref_pic_list0.iter_mut().enumerate() {
+                *e = ref_entry(s.ref_list0.get(k).copied());
             }
-            for (e, &i) in sp.ref_pic_list1.iter_mut().zip(&s.ref_list1) {
-                e.fields = b::V4L2_H264_FRAME_REF as u8;
-                e.index = i as u8;
+            for (k, e) in sp.ref_pic_list1.iter_mut().enumerate() {
+                *e = ref_entry(s.ref_list1.get(k).copied());
             }
             if h.direct_spatial_mv_pred_flag {
                 sp.flags |= b::V4L2_H264_SLICE_FLAG_DIRECT_SPATIAL_MV_PRED;
@@ -299,5 +299,19 @@ impl Picture {
             slice_params,
             pred_weights: weights,
         }
+    }
+}
+
+/// One RefPicList entry: a frame reference to dpb[i], or (None) the unused marker.
+fn ref_entry(i: Option<usize>) -> b::v4l2_h264_reference {
+    match i {
+        Some(i) => b::v4l2_h264_reference {
+            fields: b::V4L2_H264_FRAME_REF as u8,
+            index: i as u8,
+        },
+        None => b::v4l2_h264_reference {
+            fields: 0,
+            index: 0xff,
+        },
     }
 }

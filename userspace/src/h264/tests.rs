@@ -488,6 +488,10 @@ fn b_lists_and_swap() {
         sp.ref_pic_list1[..3].iter().map(dpb_of).collect::<Vec<_>>(),
         vec![1, 2, 0]
     );
+    // The unused entries point at no dpb[] entry (dpb[0] is a real reference).
+    for l in [&sp.ref_pic_list0, &sp.ref_pic_list1] {
+        assert!(l[3..].iter().all(|r| r.index == 0xff && r.fields == 0));
+    }
 }
 
 /// 8.2.4.3.1: modification by picture number, with and without frame_num wrap.

@@ -18,6 +18,9 @@ use vb2r::sys::{self, FenceInfo};
 use vb2r::v4l2::{self, Queue};
 
 mod races;
+mod readers;
+mod stress;
+mod strict;
 
 #[derive(Parser)]
 #[command(about)]
@@ -37,6 +40,7 @@ struct Cli {
 enum Dev {
     Vivid,
     Vim2m,
+    Visl,
 }
 
 #[derive(Subcommand)]
@@ -60,9 +64,10 @@ enum Check {
     MultiExport,
     /// A DMABUF CAPTURE queue (system dma-heap buffers): the fence is on the imported buffer.
     DmabufImport,
-    /// vgem, which honours implicit sync: VGEM_FENCE_ATTACH fails with EBUSY while our fence is
-    /// pending and succeeds once the buffer is done.
-    GpuConsumer,
+    /// The fence is in the dma-buf's shared resv, where another driver sees it: vgem (which
+    /// honours implicit sync) refuses VGEM_FENCE_ATTACH with EBUSY while our fence is pending
+    /// and accepts it once the buffer is done.
+    VgemSeesResvFence,
     /// A buffer the driver returns with V4L2_BUF_FLAG_ERROR has a fence signaled with -EIO.
     Error,
     /// STREAMOFF, REQBUFS(0) and close with buffers queued: every fence signaled -ECANCELED.
@@ -82,6 +87,9 @@ enum Check {
         /// Detach the module from the node through /dev/vb2_resv at the end.
         #[arg(long)]
         detach: bool,
+        /// Fail unless at least one QBUF was fenced.
+        #[arg(long)]
+        expect_fenced: bool,
     },
     /// A second opener's STREAMOFF, REQBUFS(0), REMOVE_BUFS and close, before and while the
     /// owner streams: none may end a fence of the owner's buffers.
@@ -121,6 +129,39 @@ enum Check {
     /// vivid's injected STREAMON error hands the queued buffers back QUEUED: their fences stay
     /// pending and end normally after the next STREAMON.
     StreamonError,
+    /// A seeded random walk of client and administrator operations on `dev` (two clients),
+    /// with the fence invariants checked after every step (see stress.rs). The seed is
+    /// printed; VB2R_SEED replays it.
+    RandomOps {
+        #[arg(long, value_enum, default_value = "vivid")]
+        dev: Dev,
+        #[arg(long, default_value_t = 400)]
+        ops: u32,
+    },
+    /// The reverse hazard: a vgem fence (WRITE as panfrost's, then READ) on a CAPTURE dma-buf
+    /// holds QBUF (and so the hardware) off the buffer until signaled; the timeout and signal
+    /// paths; an O_NONBLOCK client keeps decoding. Sets wait_readers_timeout_ms.
+    WaitsForReaders {
+        #[arg(long, value_enum, default_value = "vivid")]
+        dev: Dev,
+    },
+    /// Mode strict on vivid: no fence before STREAMON, armed at STREAMON and at QBUF while
+    /// streaming.
+    StrictCapture,
+    /// Mode strict on vim2m: a CAPTURE buffer is fenced only once an OUTPUT buffer commits its
+    /// job; OUTPUT STREAMOFF ends the fences of jobs that will not run.
+    StrictM2m,
+    /// Mode strict on visl through the request API: `slices` requests per picture (hold on all
+    /// but the last); the fence covers every write of each job and ends with it.
+    StrictVisl {
+        #[arg(long, default_value_t = 1)]
+        slices: u32,
+        /// Also check the control device's sync_file against the fence, and its errors.
+        #[arg(long)]
+        sync_file: bool,
+    },
+    /// visl jobs longer than the module's fence_timeout_ms: -ETIMEDOUT, then the stream goes on.
+    Watchdog,
     /// A benchmark, not a check: streams `frames` CAPTURE buffers and prints one Markdown table
     /// row with the CAPTURE QBUF ioctl's time (where vb2_resv's queue-time hook runs: fence
     /// creation and dma_resv_add_fence on every export) and the frame rate. `label` names the
@@ -205,6 +246,7 @@ fn setup(which: Dev, cli: &Cli) -> Result<Setup> {
     let (driver, name) = match which {
         Dev::Vivid => ("vivid", "vid-cap"),
         Dev::Vim2m => ("vim2m", "vim2m"),
+        Dev::Visl => ("visl", "visl"),
     };
     let path = v4l2::find_node(driver, name)?;
     let dev = v4l2::open(&path)?;
@@ -224,7 +266,7 @@ fn setup(which: Dev, cli: &Cli) -> Result<Setup> {
         path,
         driver,
         dev,
-        m2m: which == Dev::Vim2m,
+        m2m: which != Dev::Vivid,
     })
 }
 
@@ -397,7 +439,7 @@ fn check_dmabuf_import(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-fn check_gpu_consumer(cli: &Cli) -> Result<()> {
+fn check_vgem_sees_resv_fence(cli: &Cli) -> Result<()> {
     let s = setup(Dev::Vivid, cli)?;
     let vgem = sys::Vgem::open()?;
     println!("vgem: {}", vgem.path);
@@ -543,20 +585,56 @@ fn check_mode(cli: &Cli, dqbuf: bool) -> Result<()> {
     cap.streamon()?;
     dqbuf_until(&cap, 0, Duration::from_secs(10))?;
     let (f, _) = fences(&e0)?;
-    // A fence attached at DQBUF is signaled before anyone can see it, so its names are already
-    // detached (7.x) and it looks like the stub: the shell test reads the module's counters to
-    // tell them apart. What a consumer can check is that nothing is pending.
     ensure!(
         f.iter().all(|x| !x.pending()),
         "after DQBUF a fence is pending: {}",
         describe(&f)
     );
+    // A fence attached at DQBUF is signaled before anyone sees it: EXPORT_SYNC_FILE leaves
+    // signaled fences out (the stub it returns instead looks the same with or without one). The
+    // dma-buf's resv still holds it: debugfs's bufinfo lists every fence of every dma-buf,
+    // signaled ones included, by the dma-buf's inode.
+    let held = resv_fences(&e0)?;
+    let fresh = !held.is_empty();
     println!(
-        "after DQBUF (mode {}): {}",
+        "after DQBUF (mode {}): export sync_file {}; in the resv (dma_buf/bufinfo): {held:?}",
         if dqbuf { "dqbuf" } else { "off" },
         describe(&f)
     );
+    ensure!(
+        fresh == dqbuf,
+        "{}",
+        if dqbuf {
+            "no fence signaled at DQBUF: mode dqbuf attached nothing"
+        } else {
+            "a fence signaled at DQBUF: mode off attached one"
+        }
+    );
     Ok(())
+}
+
+/// The fence lines of `dmabuf`'s resv in /sys/kernel/debug/dma_buf/bufinfo (signaled ones
+/// too), found by the dma-buf's inode number.
+fn resv_fences(dmabuf: &File) -> Result<Vec<String>> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = dmabuf.metadata()?.ino();
+    let text = std::fs::read_to_string("/sys/kernel/debug/dma_buf/bufinfo")
+        .context("/sys/kernel/debug/dma_buf/bufinfo")?;
+    let mut out = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            // A dma-buf's first line: size flags mode count exp_name ino name (ino as %08lu).
+            inside = line
+                .split_whitespace()
+                .nth(5)
+                .and_then(|x| x.parse::<u64>().ok())
+                == Some(ino);
+        } else if inside && line.contains("fence:") {
+            out.push(line.trim().to_string());
+        }
+    }
+    Ok(out)
 }
 
 fn check_attach_errors() -> Result<()> {
@@ -602,7 +680,7 @@ fn check_attach_errors() -> Result<()> {
     Ok(())
 }
 
-fn check_stream(cli: &Cli, seconds: f64, detach: bool) -> Result<()> {
+fn check_stream(cli: &Cli, seconds: f64, detach: bool, expect_fenced: bool) -> Result<()> {
     let s = setup(Dev::Vivid, cli)?;
     let mut cap = Queue::new(&s.dev, false)?;
     let n = cap.reqbufs(MemoryType::Mmap, 4)?;
@@ -653,6 +731,7 @@ fn check_stream(cli: &Cli, seconds: f64, detach: bool) -> Result<()> {
             .context("VB2_RESV_IOC_DETACH")?;
     }
     println!("frames {frames} fenced {fenced} unfenced {unfenced}");
+    ensure!(!expect_fenced || fenced > 0, "no QBUF was fenced");
     Ok(())
 }
 
@@ -731,13 +810,17 @@ fn main() {
         Check::Queued { dev } => check_queued(&cli, *dev),
         Check::MultiExport => check_multi_export(&cli),
         Check::DmabufImport => check_dmabuf_import(&cli),
-        Check::GpuConsumer => check_gpu_consumer(&cli),
+        Check::VgemSeesResvFence => check_vgem_sees_resv_fence(&cli),
         Check::Error => check_error(&cli),
         Check::AttachErrors => check_attach_errors(),
         Check::Cancel => check_cancel(&cli),
         Check::ModeDqbuf => check_mode(&cli, true),
         Check::ModeOff => check_mode(&cli, false),
-        Check::Stream { seconds, detach } => check_stream(&cli, *seconds, *detach),
+        Check::Stream {
+            seconds,
+            detach,
+            expect_fenced,
+        } => check_stream(&cli, *seconds, *detach, *expect_fenced),
         Check::Nonowner { dev } => races::nonowner(&cli, *dev),
         Check::RequeueRace { cycles, settle_ms } => races::requeue_race(&cli, *cycles, *settle_ms),
         Check::BlockedClients {
@@ -747,6 +830,24 @@ fn main() {
         } => races::blocked_clients(&cli, *seconds, *sleepers, *hammers),
         Check::Unbind { dev, streaming } => races::unbind(&cli, *dev, *streaming),
         Check::StreamonError => races::streamon_error(&cli),
+        Check::StrictCapture => strict::capture(&cli),
+        Check::WaitsForReaders { dev } => readers::waits_for_readers(&cli, *dev),
+        Check::StrictM2m => strict::m2m(&cli),
+        Check::StrictVisl { slices, sync_file } => strict::visl_jobs(&cli, *slices, *sync_file),
+        Check::Watchdog => strict::watchdog(&cli),
+        Check::RandomOps { dev, ops } => {
+            let seed = std::env::var("VB2R_SEED")
+                .ok()
+                .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(1)
+                });
+            stress::random_ops(*dev, *ops, seed)
+                .map(|n| println!("{n} operations, invariants held (seed {seed:#x})"))
+        }
         Check::Bench {
             dev,
             frames,

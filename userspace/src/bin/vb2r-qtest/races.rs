@@ -26,6 +26,30 @@ fn queue_all_fenced(cap: &Queue, exports: &[File], path: &str) -> Result<Vec<Own
     Ok(sfs)
 }
 
+/// DQBUF (queueing each buffer again) until every one of the `n` buffers came back once;
+/// `first` checks each buffer the first time it comes back.
+fn each_back(
+    cap: &Queue,
+    n: u32,
+    mut first: impl FnMut(u32, BufferFlags) -> Result<()>,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let mut back = vec![false; n as usize];
+    while back.iter().any(|b| !b) {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "buffers did not come back"
+        );
+        let (i, flags) = cap.dqbuf().context("DQBUF")?;
+        if !back[i as usize] {
+            first(i, flags)?;
+            back[i as usize] = true;
+        }
+        cap.qbuf_mmap(i, 0).context("re-QBUF")?;
+    }
+    Ok(())
+}
+
 /// A second opener of the owner's node calls STREAMOFF, REQBUFS(0), REMOVE_BUFS and close.
 /// vb2 refuses them (-EBUSY: the node's queue is the owner's) or they address the second
 /// opener's own m2m context; either way none may end a fence of the owner's buffers.
@@ -74,25 +98,15 @@ pub(crate) fn nonowner(cli: &Cli, which: Dev) -> Result<()> {
     cap.streamon()?;
     // While streaming: the same calls again. A fence may end only by its buffer coming back.
     intruder("streaming")?;
-    let t0 = Instant::now();
-    let mut back = vec![false; n as usize];
-    while back.iter().any(|b| !b) {
-        ensure!(
-            t0.elapsed() < Duration::from_secs(20),
-            "buffers did not come back"
-        );
-        let (i, flags) = cap.dqbuf().context("DQBUF")?;
+    each_back(&cap, n, |i, flags| {
         let st = status_of(&sfs[i as usize])?;
-        if !back[i as usize] {
-            ensure!(
-                st == 1 || (st == -5 && flags.contains(BufferFlags::ERROR)),
-                "buffer {i} came back ({flags:?}) with fence status {st}, want 1 (signaled by \
-                 the driver, not cancelled: -{ECANCELED} is what a non-owner's call did before)"
-            );
-            back[i as usize] = true;
-        }
-        cap.qbuf_mmap(i, 0).context("re-QBUF")?;
-    }
+        ensure!(
+            st == 1 || (st == -5 && flags.contains(BufferFlags::ERROR)),
+            "buffer {i} came back ({flags:?}) with fence status {st}, want 1 (signaled by \
+             the driver, not cancelled: -{ECANCELED} is what a non-owner's call did before)"
+        );
+        Ok(())
+    })?;
     println!("every buffer came back with its fence signaled normally");
     cap.streamoff()?;
     Ok(())
@@ -338,7 +352,7 @@ pub(crate) fn unbind(cli: &Cli, which: Dev, streaming: bool) -> Result<()> {
         "a fence is still pending after unbind and close: {st:?}"
     );
     ensure!(
-        st.iter().any(|&x| x == -ECANCELED),
+        st.contains(&-ECANCELED),
         "no fence ended with -ECANCELED, yet buffers were queued that the hardware never got: {st:?}"
     );
     for (i, e) in exports.iter().enumerate() {
@@ -385,21 +399,11 @@ pub(crate) fn streamon_error(cli: &Cli) -> Result<()> {
         );
     }
     cap.streamon()?;
-    let t0 = Instant::now();
-    let mut back = vec![false; n as usize];
-    while back.iter().any(|b| !b) {
-        ensure!(
-            t0.elapsed() < Duration::from_secs(20),
-            "buffers did not come back"
-        );
-        let (i, _) = cap.dqbuf().context("DQBUF")?;
-        if !back[i as usize] {
-            let st = status_of(&sfs[i as usize])?;
-            ensure!(st == 1, "buffer {i} came back, fence status {st}, want 1");
-            back[i as usize] = true;
-        }
-        cap.qbuf_mmap(i, 0).context("re-QBUF")?;
-    }
+    each_back(&cap, n, |i, _| {
+        let st = status_of(&sfs[i as usize])?;
+        ensure!(st == 1, "buffer {i} came back, fence status {st}, want 1");
+        Ok(())
+    })?;
     cap.streamoff()?;
     println!("after the second STREAMON every fence ended with its buffer, status 1");
     Ok(())
