@@ -11,6 +11,8 @@
 #                                  module absent (QEMU, bench kernel; docs/performance.md)
 #   make stress                    the stress and unload tests on the clang + KASAN kernel
 #                                  (nightly-style: the KASAN kernel build and run are over CI's budget)
+#   make kernel|kmod|userspace ARCH=arm64   the PineTab2's arm64 builds (scripts/arm64/arm64.mk)
+#   make test-arm64                the arm64 checks and the arm64 QEMU guest (scripts/arm64/test.sh)
 #   make clean
 
 KERNEL ?= 7.3
@@ -26,7 +28,14 @@ endif
 
 toolchain:
 	@scripts/toolchain.sh
+	@scripts/toolchain-arm64.sh
 
+include scripts/arm64/arm64.mk
+ifeq ($(ARCH),arm64)
+kernel: kernel-arm64
+kmod: kmod-arm64
+userspace: userspace-arm64
+else
 kernel: toolchain
 	scripts/kernel.sh $(KERNEL)
 
@@ -42,6 +51,7 @@ endif
 
 userspace:
 	cargo build --release --workspace
+endif
 
 test:
 	@scripts/test.sh

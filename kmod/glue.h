@@ -574,6 +574,12 @@ struct dentry;
  */
 unsigned long vb2r_spin_lock_irqsave(spinlock_t *lock);
 void vb2r_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags);
+/*
+ * vb2r_spin_trylock_irqsave() - spin_trylock_irqsave(@lock): true with the lock held and the saved
+ * interrupt state in *@flags (for vb2r_spin_unlock_irqrestore()), false with neither. Used by the
+ * Backend's try_lock, which 7.0-7.2's `kernel::sync::lock::Backend` requires (6.12's does not).
+ */
+bool vb2r_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags);
 
 /*
  * vb2r_debugfs_dir() - debugfs_create_dir(@name) at the debugfs root.

@@ -33,6 +33,16 @@ void vb2r_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)
 	spin_unlock_irqrestore(lock, flags);
 }
 
+bool vb2r_spin_trylock_irqsave(spinlock_t *lock, unsigned long *flags)
+{
+	unsigned long f;
+
+	if (!spin_trylock_irqsave(lock, f))
+		return false;
+	*flags = f;
+	return true;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * debugfs.
  */

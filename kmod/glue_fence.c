@@ -41,12 +41,18 @@
  * lives. It is independent of us only if (a) the core detaches its ops when it signals
  * (dma_fence_signal_timestamp_locked() clears fence->ops when there is no .release and no .wait)
  * and (b) its spinlock is the fence's inline lock (a lock of ours would carry a lockdep class whose
- * key and name live in our module). 7.2 and 7.3 have both (checked in Debian's sources); 6.12 has
- * neither (6.12.117: dma_fence_init() BUG()s on a NULL lock and fence->ops is never cleared);
- * 7.0 and 7.1 were not checked and are treated as old. On old kernels every fence holds a
- * reference on this module from its creation to its release (.release below): rmmod answers
- * -EBUSY while any of our fences exists instead of leaving fences that point into freed module
- * memory, and works again once the last one is gone.
+ * key and name live in our module). Both came in 7.1 (541c8f2468b9 "dma-buf: detach fence ops on
+ * signal v3" and 1f32f310a13c "dma-buf: inline spinlock for fence protection v5", drm-misc-next
+ * after 7.0-rc1), but 7.1's dma_fence tracepoints (signaled, wait_end, destroy) still read
+ * fence->ops of a detached fence: a NULL dereference with those events enabled, fixed by
+ * e94b9f01543c "dma-fence: Fix potential tracepoint null pointer dereferences" in 7.2. So a fence
+ * of ours is independent from 7.2 on (checked in Debian's 7.2.12 and 7.3.4); 6.12 has neither
+ * (6.12.117: dma_fence_init() BUG()s on a NULL lock and fence->ops is never cleared), and 7.0
+ * and 7.1 take the old path too (docs/design.md, "7.0, 7.1 and 7.2"). On old kernels every fence
+ * holds a reference on this module from its creation to its release (.release below, which also
+ * keeps 7.1 from detaching its ops): rmmod answers -EBUSY while any of our fences exists instead
+ * of leaving fences that point into freed module memory, and works again once the last one is
+ * gone.
  */
 #define VB2R_FENCE_INDEPENDENT (LINUX_VERSION_CODE >= KERNEL_VERSION(7, 2, 0))
 

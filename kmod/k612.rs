@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Linux 6.12 LTS: what 6.12's Rust-for-Linux lacks, in the shapes the rest of the module uses
-//! on 7.x, so that the logic is the same source on both. Compiled only with `--cfg vb2r_k612`
-//! (Kbuild sets it for 6.12).
+//! on 7.x, so that the logic is the same source on both. Compiled with `--cfg vb2r_k612` (Kbuild
+//! sets it for 6.12) and, for its IRQ-safe spinlock only, with `--cfg vb2r_no_spinlock_irq`
+//! (6.12 to 7.2: `kernel::sync::SpinLockIrq` is 7.3+); everything else here is `vb2r_k612` only.
 //!
 //! - [`SpinLockIrq`] / [`new_spinlock_irq!`]: a `kernel::sync::lock::Lock` backend whose lock
 //!   disables interrupts (`spin_lock_irqsave()` in `glue_612.c`): the vb2_buf_done probe that
@@ -14,17 +15,23 @@
 //!   `control::dispatch()` (7.x: `kernel::miscdevice`).
 //! - [`KVecExt`]: the `KVec` methods 6.13+ added that the module uses.
 
-use core::ffi::{c_int, c_ulong, c_void};
+use core::ffi::c_ulong;
+#[cfg(vb2r_k612)]
+use core::ffi::{c_int, c_void};
+#[cfg(vb2r_k612)]
 use core::marker::PhantomPinned;
 use kernel::bindings;
 use kernel::ffi::c_char;
+#[cfg(vb2r_k612)]
 use kernel::prelude::*;
 
+#[cfg(vb2r_k612)]
 /// `struct dentry`, `struct seq_file` (handled by pointer only).
 #[repr(C)]
 pub(crate) struct Dentry {
     _p: [u8; 0],
 }
+#[cfg(vb2r_k612)]
 #[repr(C)]
 pub(crate) struct SeqFile {
     _p: [u8; 0],
@@ -33,6 +40,12 @@ pub(crate) struct SeqFile {
 extern "C" {
     fn vb2r_spin_lock_irqsave(lock: *mut bindings::spinlock_t) -> c_ulong;
     fn vb2r_spin_unlock_irqrestore(lock: *mut bindings::spinlock_t, flags: c_ulong);
+    #[cfg(not(vb2r_k612))]
+    fn vb2r_spin_trylock_irqsave(lock: *mut bindings::spinlock_t, flags: *mut c_ulong) -> bool;
+}
+
+#[cfg(vb2r_k612)]
+extern "C" {
     fn vb2r_debugfs_dir(name: *const c_char) -> *mut Dentry;
     fn vb2r_debugfs_file(
         dir: *mut Dentry,
@@ -75,6 +88,21 @@ unsafe impl kernel::sync::lock::Backend for SpinLockIrqBackend {
         // SAFETY: the caller holds the lock, taken by `lock`, which returned `guard_state`.
         unsafe { vb2r_spin_unlock_irqrestore(ptr, *guard_state) }
     }
+
+    // 7.0 to 7.2 (`vb2r_no_spinlock_irq` without `vb2r_k612`): their `Backend` also requires
+    // these two (6.12's has neither).
+    #[cfg(not(vb2r_k612))]
+    unsafe fn try_lock(ptr: *mut Self::State) -> Option<Self::GuardState> {
+        let mut flags: c_ulong = 0;
+        // SAFETY: the caller gives an initialised lock; `flags` is valid for writes.
+        unsafe { vb2r_spin_trylock_irqsave(ptr, &mut flags) }.then_some(flags)
+    }
+
+    #[cfg(not(vb2r_k612))]
+    unsafe fn assert_is_held(ptr: *mut Self::State) {
+        // SAFETY: the caller gives an initialised lock.
+        unsafe { bindings::spin_assert_is_held(ptr) }
+    }
 }
 
 /// Creates a [`SpinLockIrq`] initialiser with a lock class of its own (7.x's macro of the same
@@ -93,29 +121,34 @@ pub(crate) use new_spinlock_irq;
 // ------------------------------------------------------------------------------------------
 // debugfs.
 
+#[cfg(vb2r_k612)]
 /// A name debugfs can take: the C strings the module has at hand.
 pub(crate) trait DebugfsName {
     fn name_ptr(&self) -> *const c_char;
 }
 
+#[cfg(vb2r_k612)]
 impl DebugfsName for core::ffi::CStr {
     fn name_ptr(&self) -> *const c_char {
         self.as_ptr().cast()
     }
 }
 
+#[cfg(vb2r_k612)]
 impl DebugfsName for kernel::str::CStr {
     fn name_ptr(&self) -> *const c_char {
         self.as_char_ptr()
     }
 }
 
+#[cfg(vb2r_k612)]
 impl DebugfsName for kernel::str::CString {
     fn name_ptr(&self) -> *const c_char {
         self.as_char_ptr()
     }
 }
 
+#[cfg(vb2r_k612)]
 pub(crate) mod debugfs {
     use super::{
         vb2r_debugfs_dir, vb2r_debugfs_file, vb2r_debugfs_remove, vb2r_seq_write, DebugfsName,
@@ -263,12 +296,14 @@ pub(crate) mod debugfs {
 // ------------------------------------------------------------------------------------------
 // The misc device.
 
+#[cfg(vb2r_k612)]
 /// `/dev/vb2_resv` while this lives: registered in C (glue_612.c), its ioctls go to
 /// `control::dispatch()` through `vb2r_rs_control_ioctl()`.
 pub(crate) struct MiscRegistration {
     _pin: PhantomPinned,
 }
 
+#[cfg(vb2r_k612)]
 impl MiscRegistration {
     /// Registers the device (there is one: a second registration fails with -EBUSY from the
     /// misc core).
@@ -292,6 +327,7 @@ impl MiscRegistration {
     }
 }
 
+#[cfg(vb2r_k612)]
 impl Drop for MiscRegistration {
     fn drop(&mut self) {
         // SAFETY: registered by register().
@@ -302,6 +338,7 @@ impl Drop for MiscRegistration {
 // ------------------------------------------------------------------------------------------
 // KVec.
 
+#[cfg(vb2r_k612)]
 /// The `KVec` methods of 6.13+ that the module uses, with their 7.x meaning.
 pub(crate) trait KVecExt<T> {
     /// Appends `v` if there is room, without allocating; gives `v` back otherwise.
@@ -322,6 +359,7 @@ pub(crate) trait KVecExt<T> {
     fn drain_all(&mut self) -> kernel::alloc::kvec::IntoIter<T, kernel::alloc::allocator::Kmalloc>;
 }
 
+#[cfg(vb2r_k612)]
 impl<T> KVecExt<T> for KVec<T> {
     fn push_within_capacity(&mut self, v: T) -> core::result::Result<(), T> {
         let len = self.len();

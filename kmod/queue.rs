@@ -21,8 +21,10 @@ use kernel::prelude::*;
 use kernel::sync::{new_mutex, Arc, Mutex};
 
 #[cfg(vb2r_k612)]
-use crate::k612::{new_spinlock_irq, KVecExt, SpinLockIrq};
-#[cfg(not(vb2r_k612))]
+use crate::k612::KVecExt;
+#[cfg(vb2r_no_spinlock_irq)]
+use crate::k612::{new_spinlock_irq, SpinLockIrq};
+#[cfg(not(vb2r_no_spinlock_irq))]
 use kernel::sync::{new_spinlock_irq, SpinLockIrq};
 
 impl Outcome {

@@ -14,12 +14,14 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
 #[cfg(vb2r_k612)]
-use crate::k612::{debugfs, KVecExt, SpinLockIrq};
+use crate::k612::{debugfs, KVecExt};
+#[cfg(vb2r_no_spinlock_irq)]
+use crate::k612::SpinLockIrq;
 #[cfg(not(vb2r_k612))]
 use kernel::debugfs;
 #[cfg(vb2r_k612)]
 use kernel::fmt;
-#[cfg(not(vb2r_k612))]
+#[cfg(not(vb2r_no_spinlock_irq))]
 use kernel::sync::SpinLockIrq;
 
 /// A known node: the Rust state, the C hook tables made for it, and its pin while attached.

@@ -91,6 +91,14 @@ fi
 phase userspace cargo build --release --workspace
 userspace_ok=$?
 
+# 2b. arm64 (the PineTab2) and Linux 7.2: the arm64 kernel (cached), the module and the verifier
+# cross-built for it, and the module against 7.2 (scripts/arm64/test.sh --builds-only). The arm64
+# guest runs in `make test-arm64`; VB2R_ARM64_GUEST=1 runs it here too (docs/ci.md, "arm64").
+arm64_args=(--builds-only)
+[ "${VB2R_ARM64_GUEST:-0}" = 1 ] && arm64_args=()
+phase arm64 "$here/arm64/test.sh" --tap "$OUT/arm64.tap" "${arm64_args[@]}"
+cat "$OUT/arm64.tap" >>"$host_results"
+
 # 3. The guest suite, split over VB2R_GUESTS guests that run at the same time (each is one QEMU
 # process; TCG keeps about one host core busy per guest, so two guests use a 2-core machine).
 # The split balances the weights in scripts/guest/suite.txt; every guest boots the same kernel,

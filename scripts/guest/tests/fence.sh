@@ -85,8 +85,9 @@ t_fence_mode_off() {
 	"$QTEST" --mode queue queued --dev vivid
 }
 
-# Whether fences of ours hold a reference on the module: kernels before 7.2 neither detach a
-# fence's ops when it signals nor have the inline fence lock (docs/design.md, kmod/glue.c).
+# Whether fences of ours hold a reference on the module: below 7.2 (VB2R_FENCE_INDEPENDENT in
+# kmod/glue_fence.c). 6.12 and 7.0 neither detach a fence's ops when it signals nor have the inline
+# fence lock; 7.1 has both but its dma_fence tracepoints oops on detached ops (docs/design.md).
 fences_pin_module() {
 	local rel major minor
 	rel=$(uname -r)
