@@ -121,12 +121,15 @@ fetch_uapi() { # runs in a subshell (step_run): its trap removes the download, w
 	dpkg -x "$tmp"/linux-libc-dev_*.deb "$tmp/x"
 	rm -rf "$CACHE/uapi.new"
 	mkdir -p "$CACHE/uapi.new/include"
-	cp -a "$tmp/x/usr/include/linux" "$tmp/x/usr/include/asm-generic" "$CACHE/uapi.new/include/"
-	cp -a "$tmp/x/usr/include/$(gcc -dumpmachine)/asm" "$CACHE/uapi.new/include/asm"
+	# Dereferenced: linux-libc-dev 7.x ships asm/ as symlinks into /usr/lib/linux/uapi/, which
+	# would dangle here (bindgen then silently falls back to the host's 6.1 asm/ headers).
+	cp -rL "$tmp/x/usr/include/linux" "$tmp/x/usr/include/asm-generic" "$CACHE/uapi.new/include/"
+	cp -rL "$tmp/x/usr/include/$(gcc -dumpmachine)/asm" "$CACHE/uapi.new/include/asm"
 	rm -rf "$CACHE/uapi"
 	mv "$CACHE/uapi.new" "$CACHE/uapi"
 }
-if [ ! -f "$CACHE/uapi/include/linux/v4l2-controls.h" ] || ! grep -q V4L2_CID_STATELESS_AV1_SEQUENCE "$CACHE/uapi/include/linux/v4l2-controls.h"; then
+if [ ! -f "$CACHE/uapi/include/linux/v4l2-controls.h" ] || ! grep -q V4L2_CID_STATELESS_AV1_SEQUENCE "$CACHE/uapi/include/linux/v4l2-controls.h" ||
+	[ ! -f "$CACHE/uapi/include/asm/unistd.h" ]; then
 	if [ $check_only = 1 ]; then echo "missing: UAPI headers in $CACHE/uapi"; missing+=(uapi)
 	else
 		log "fetching linux-libc-dev from trixie-backports for the UAPI headers"
