@@ -113,10 +113,11 @@ fi
 # trixie-backports (the headers of the kernel we test on) is downloaded and unpacked into the cache,
 # never installed; .cargo/config.toml points v4l2r's build at $CACHE/uapi.
 fetch_uapi() { # runs in a subshell (step_run): its trap removes the download, whatever happens
-	local tmp
 	aptx_setup trixie-backports
-	tmp=$(mktemp -d)
-	trap 'rm -rf "$tmp"' EXIT
+	# Not local: the EXIT trap runs after the function has returned.
+	uapi_tmp=$(mktemp -d)
+	trap 'rm -rf "${uapi_tmp:-}"' EXIT
+	local tmp=$uapi_tmp
 	(cd "$tmp" && aptx apt-get download -q linux-libc-dev)
 	dpkg -x "$tmp"/linux-libc-dev_*.deb "$tmp/x"
 	rm -rf "$CACHE/uapi.new"
