@@ -214,6 +214,18 @@ fn step(
                 if !all.is_empty() {
                     c.exports = all;
                 }
+            } else if r == Err(Errno::EBUSY) {
+                // What an application does when vb2 says the buffers are busy: let go of its
+                // exports (vb2 frees no buffer that is still exported), or, without buffers of
+                // its own (another client owns the queue), give up the node now and then.
+                if c.exports.iter().any(|e| !e.is_empty()) {
+                    c.exports.iter_mut().for_each(Vec::clear);
+                } else if c.nbufs == 0 && rng.below(2) == 0 {
+                    let fenced: Vec<Fenced> = c.fenced.drain(..).flatten().collect();
+                    *c = Client::default();
+                    drop(fenced);
+                    return Ok(format!("c{ci} REQBUFS({n}) {r:?}, closed"));
+                }
             }
             format!("c{ci} REQBUFS({n}) {r:?}")
         }
