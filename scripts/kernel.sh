@@ -158,22 +158,11 @@ step() {
 
 # --- the source tree, extracted once per source package version ---
 SRC=$CACHE/src/$PKG-$SRC_VERSION
-fetch_source() { # runs in a subshell (step): its trap removes the download, whatever happens
-	local tmp
-	tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
-	trap 'rm -rf "$tmp"' EXIT
-	(cd "$tmp" && aptx apt-get download -q "$PKG=$SRC_VERSION")
-	dpkg -x "$tmp"/*.deb "$tmp/x"
-	rm -rf "$SRC"
-	mkdir -p "$SRC"
-	tar -xf "$tmp"/x/usr/src/$PKG.tar.* -C "$SRC" --strip-components=1
-	touch "$SRC/.extracted"
-}
 if [ ! -f "$SRC/.extracted" ]; then
 	log "fetching $PKG $SRC_VERSION from $SUITE"
 	mkdir -p "$CACHE/src"
 	step "fetching $PKG" "$CACHE/src/$PKG-$SRC_VERSION.fetch.log" \
-		"check the network and apt, then run the command again" fetch_source
+		"check the network and apt, then run the command again" fetch_kernel_source
 fi
 
 # --- configure: tinyconfig + our fragments, then verify every option we asked for stuck ---

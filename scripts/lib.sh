@@ -87,3 +87,19 @@ run_guest_job() {
 		--job "$job" --timeout "$timeout_s" "${append[@]}" ||
 		die "the $job guest failed (console: $BUILD/$job/console.log)"
 }
+
+# fetch_kernel_source: Debian's $PKG=$SRC_VERSION, downloaded through aptx (aptx_setup first) and
+# unpacked into $SRC, stamped with $SRC/.extracted. Run it in a subshell: its EXIT trap removes
+# the download whatever happens (the variable is not local: the trap runs after the return).
+fetch_kernel_source() {
+	# Each step checked here: set -e does not hold in a subshell run as `(...) || die`.
+	src_tmp=$(mktemp -d "$CACHE/tmp.XXXXXX") || return 1
+	trap 'rm -rf "${src_tmp:-}"' EXIT
+	# apt's sandbox user must be able to write the download.
+	chmod 755 "$src_tmp" || return 1
+	(cd "$src_tmp" && aptx apt-get download -q "$PKG=$SRC_VERSION") || return 1
+	dpkg -x "$src_tmp"/*.deb "$src_tmp/x" || return 1
+	rm -rf "$SRC" && mkdir -p "$SRC" || return 1
+	tar -xf "$src_tmp"/x/usr/src/$PKG.tar.* -C "$SRC" --strip-components=1 || return 1
+	touch "$SRC/.extracted"
+}

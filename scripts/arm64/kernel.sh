@@ -66,14 +66,8 @@ if [ -f "$OUT/.done" ]; then echo "$OUT"; exit 0; fi
 SRC=$CACHE/src/$PKG-$SRC_VERSION
 if [ ! -f "$SRC/.extracted" ]; then
 	log "fetching $PKG $SRC_VERSION from $SUITE"
-	tmp=$(mktemp -d "$CACHE/tmp.XXXXXX")
-	(cd "$tmp" && aptx apt-get download -qq "$PKG=$SRC_VERSION" 2>/dev/null)
-	dpkg -x "$tmp"/*.deb "$tmp/x"
-	rm -rf "$SRC"
-	mkdir -p "$SRC"
-	tar -xf "$tmp"/x/usr/src/$PKG.tar.* -C "$SRC" --strip-components=1
-	rm -rf "$tmp"
-	touch "$SRC/.extracted"
+	mkdir -p "$CACHE/src"
+	(fetch_kernel_source) || die "fetching $PKG $SRC_VERSION from $SUITE failed: check the network and apt"
 fi
 
 mkdir -p "$OUT"
