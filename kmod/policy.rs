@@ -175,25 +175,14 @@ pub(crate) struct SnapBuf {
     pub(crate) ts: u64,
 }
 
-/// The CAPTURE buffers (by index, as a bit mask) that a committed job will write: the m2m core
-/// pairs the OUTPUT buffers `src` with the CAPTURE buffers `dst`, both in ready-queue order, one
-/// job per OUTPUT buffer. A job returns its CAPTURE buffer unless its OUTPUT buffer asks to hold
-/// it (V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF, slice-based decoding); a held CAPTURE buffer is
-/// written by the next job only if that job's OUTPUT buffer has the same timestamp (the same
-/// picture), and is returned otherwise. Only jobs with both buffers in the driver's queues and
-/// both queues streaming are committed: nothing else runs without more from userspace.
-pub(crate) fn strict_paired(src: &[SnapBuf], dst: &[SnapBuf], streaming: bool) -> u64 {
-    let mut mask = 0u64;
-    strict_pairs(src, dst, streaming, |_, d| {
-        if d < 64 {
-            mask |= 1 << d;
-        }
-    });
-    mask
-}
-
-/// The committed jobs themselves, as [`strict_paired`] finds them: `job(src, dst)` for each,
-/// in order (OUTPUT and CAPTURE buffer indices).
+/// The committed jobs: `job(src, dst)` for each, in order (OUTPUT and CAPTURE buffer indices).
+/// The m2m core pairs the OUTPUT buffers `src` with the CAPTURE buffers `dst`, both in
+/// ready-queue order, one job per OUTPUT buffer. A job returns its CAPTURE buffer unless its
+/// OUTPUT buffer asks to hold it (V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF, slice-based decoding); a
+/// held CAPTURE buffer is written by the next job only if that job's OUTPUT buffer has the same
+/// timestamp (the same picture), and is returned otherwise. Only jobs with both buffers in the
+/// driver's queues and both queues streaming are committed: nothing else runs without more from
+/// userspace.
 pub(crate) fn strict_pairs(
     src: &[SnapBuf],
     dst: &[SnapBuf],
@@ -340,6 +329,13 @@ mod tests {
     fn remove_bufs_cancels_nothing() {
         assert!(!marks_cancelling(op::REMOVE_BUFS, Owner::Caller));
         assert_eq!(after_call(op::REMOVE_BUFS, true, 0, Owner::Caller, 1), AfterCall::Nothing);
+    }
+
+    /// The CAPTURE buffers the committed jobs write, as a bit mask.
+    fn strict_paired(src: &[SnapBuf], dst: &[SnapBuf], streaming: bool) -> u64 {
+        let mut mask = 0u64;
+        strict_pairs(src, dst, streaming, |_, d| mask |= 1 << d);
+        mask
     }
 
     fn sb(index: u32, hold: u32, ts: u64) -> SnapBuf {

@@ -5,7 +5,7 @@
 //! A job is committed when it needs nothing more from userspace: for an m2m context, an
 //! OUTPUT buffer (a stateless decoder's bitstream request) and the CAPTURE buffer the m2m core
 //! will pair it with are both in the driver's ready queues and both queues stream
-//! ([`policy::strict_paired`]); for a capture device, the buffer is queued while it streams.
+//! ([`policy::strict_pairs`]); for a capture device, the buffer is queued while it streams.
 //! The arming points are the calls that commit a job: CAPTURE QBUF, an m2m context's OUTPUT
 //! QBUF, a media request's queueing (`req_queue`, wrapped), and STREAMON of either side. Each
 //! runs before the original call, which may start the hardware (visl runs a job inside it).
