@@ -143,17 +143,7 @@ fi
 step() {
 	local name=$1 logf=$2 todo=$3
 	shift 3
-	# Not `if ! "$@"` nor `"$@" || rc=$?`: bash ignores set -e in a function run as a condition,
-	# and in everything it calls.
-	local rc=0
-	set +e
-	(set -e; "$@") >"$logf" 2>&1
-	rc=$?
-	set -e
-	if [ $rc != 0 ]; then
-		tail -n 20 "$logf" >&2
-		die "kernel $KERNEL: $name failed (log: $logf); $todo"
-	fi
+	run_logged "$logf" 20 "kernel $KERNEL: $name failed (log: $logf); $todo" "$@"
 }
 
 # --- the source tree, extracted once per source package version ---

@@ -103,3 +103,19 @@ fetch_kernel_source() {
 	tar -xf "$src_tmp"/x/usr/src/$PKG.tar.* -C "$SRC" --strip-components=1 || return 1
 	touch "$SRC/.extracted"
 }
+
+# run_logged LOG LINES MESSAGE CMD...: runs CMD with set -e in a subshell, its output to LOG; on
+# failure shows LOG's last LINES lines and dies with MESSAGE. Not `if ! "$@"` nor
+# `"$@" || rc=$?`: bash ignores set -e in a function run as a condition, and in all it calls.
+run_logged() {
+	local logf=$1 lines=$2 msg=$3 rc
+	shift 3
+	set +e
+	(set -e; "$@") >"$logf" 2>&1
+	rc=$?
+	set -e
+	if [ $rc != 0 ]; then
+		tail -n "$lines" "$logf" >&2
+		die "$msg"
+	fi
+}

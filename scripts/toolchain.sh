@@ -42,20 +42,11 @@ LOGDIR=$BUILD/toolchain
 # step_run STEP WHAT CMD...: run one install step with its output in $LOGDIR/STEP.log; on failure,
 # show the log's last lines and end with one line naming the step and what to do.
 step_run() {
-	local step=$1 what=$2 logf
+	local step=$1 what=$2
 	shift 2
 	mkdir -p "$LOGDIR"
-	logf=$LOGDIR/$step.log
-	# Not `if ! "$@"` nor `"$@" || rc=$?`: bash ignores set -e in a function run as a condition.
-	local rc=0
-	set +e
-	(set -e; "$@") >"$logf" 2>&1
-	rc=$?
-	set -e
-	if [ $rc != 0 ]; then
-		tail -n 15 "$logf" >&2
-		die "toolchain: $what failed (log: $logf); check the network and apt sources, then run 'make toolchain' again"
-	fi
+	run_logged "$LOGDIR/$step.log" 15 \
+		"toolchain: $what failed (log: $LOGDIR/$step.log); check the network and apt sources, then run 'make toolchain' again" "$@"
 }
 need_root() { # need_root WHAT: installing WHAT needs apt, i.e. root
 	[ "$(id -u)" = 0 ] || die "toolchain: $1 missing; run 'make toolchain' as root (apt-get needs it)"
