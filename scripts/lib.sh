@@ -23,7 +23,12 @@ aptx_setup() {
 	mkdir -p "$APTX/lists/partial" "$APTX/cache/archives/partial"
 	local key=/usr/share/keyrings/debian-archive-keyring.gpg
 	case "$APTX_SUITE" in trixie*) key=/usr/share/keyrings/debian-archive-trixie-automatic.gpg ;; esac
-	echo "deb [signed-by=$key] http://deb.debian.org/debian $APTX_SUITE main" >"$APTX/sources.list"
+	# Written only when it changes, and atomically: another run may be reading it right now.
+	local line="deb [signed-by=$key] http://deb.debian.org/debian $APTX_SUITE main"
+	if [ "$(cat "$APTX/sources.list" 2>/dev/null)" != "$line" ]; then
+		echo "$line" >"$APTX/sources.list.$$"
+		mv -f "$APTX/sources.list.$$" "$APTX/sources.list"
+	fi
 	# Refresh at most once a day.
 	if [ -z "$(find "$APTX/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null)" ]; then
 		aptx apt-get update -qq >/dev/null
@@ -36,8 +41,11 @@ aptx() {
 		"$tool" "$@"
 		return
 	fi
+	# No on-disk package cache (pkgcache.bin): two runs at once (make test's two clones) would
+	# rebuild the shared one under each other, and one of them then saw no candidate at all.
 	"$tool" -o Dir::Etc::SourceList="$APTX/sources.list" -o Dir::Etc::SourceParts=/dev/null \
-		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" "$@"
+		-o Dir::State::Lists="$APTX/lists" -o Dir::Cache="$APTX/cache" \
+		-o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= "$@"
 }
 
 # run_step STEP LOG WHAT-TO-DO CMD...: run a set-up command with its output in LOG; a failure shows
