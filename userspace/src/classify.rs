@@ -24,8 +24,12 @@
 //!   memory, layout or import);
 //! - `previous`: every byte equals the CPU view of one older frame (this buffer's own earlier
 //!   contents or a recent frame): a stale import or cache, or the wrong buffer;
-//! - `torn`: every byte equals the CPU view or the sentinel, and both occur: read while being
-//!   written (an ordering race);
+//! - `later`: every byte equals the CPU view of a frame decoded *after* this one (into the same
+//!   buffer): the decoder overwrote the buffer while the GPU was still reading it (the reverse
+//!   hazard: what `wait_readers` fixes, and no fence of the decoder's own can);
+//! - `torn`: every byte equals the CPU view, the sentinel or a later frame, and the CPU view and
+//!   one of the others both occur: read while being written (an ordering race, forward when the
+//!   other bytes are the sentinel, reverse when they are a later frame's; [`Mix`] says which);
 //! - `stale`: every byte equals the CPU view, the sentinel, zero or an older frame, and some
 //!   are zero or older: a stale cache, a stale import or the wrong buffer, not an early read;
 //! - `mismatch`: some bytes equal none of them: a layout, stride, import or conversion problem
@@ -44,6 +48,7 @@ pub enum Class {
     Torn,
     Zero,
     Previous,
+    Later,
     Stale,
     Mismatch,
     Unwritten,
@@ -52,10 +57,11 @@ pub enum Class {
 }
 
 impl Class {
-    pub const ALL: [Class; 10] = [
+    pub const ALL: [Class; 11] = [
         Class::Correct,
         Class::Sentinel,
         Class::Torn,
+        Class::Later,
         Class::Zero,
         Class::Previous,
         Class::Stale,
@@ -65,9 +71,10 @@ impl Class {
         Class::Error,
     ];
 
-    /// An ordering race: the GPU read before the decoder had written (what a fence fixes).
+    /// An ordering race: the GPU read before the decoder had written (what a fence fixes), or
+    /// the decoder wrote while the GPU was still reading (what `wait_readers` fixes).
     pub fn is_race(self) -> bool {
-        matches!(self, Class::Sentinel | Class::Torn)
+        matches!(self, Class::Sentinel | Class::Torn | Class::Later)
     }
 
     pub fn name(self) -> &'static str {
@@ -77,6 +84,7 @@ impl Class {
             Class::Torn => "torn",
             Class::Zero => "zero",
             Class::Previous => "previous",
+            Class::Later => "later",
             Class::Stale => "stale",
             Class::Mismatch => "mismatch",
             Class::Unwritten => "unwritten",
@@ -170,13 +178,14 @@ fn splitmix64(mut z: u64) -> u64 {
 pub const SENTINEL_RUN: usize = 16;
 
 /// What the bytes of a frame were made of: how many bytes equal the CPU view, the sentinel,
-/// zero, an older frame, or none of them (each byte counted once, in that order).
+/// zero, a later frame, an older frame, or none of them (each byte counted once, in that order).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Mix {
     pub cpu: usize,
     pub sentinel: usize,
     pub zero: usize,
     pub previous: usize,
+    pub later: usize,
     pub unexplained: usize,
 }
 
@@ -200,6 +209,9 @@ pub struct Verdict {
     pub psnr_db: Option<f64>,
     /// For `previous`: the decode index of the older frame that was seen.
     pub previous_frame: Option<usize>,
+    /// For `later`: the decode index of the later frame that was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub later_frame: Option<usize>,
     /// Bytes of the CPU view after DQBUF that are still the sentinel, in runs of at least
     /// [`SENTINEL_RUN`] (the decoder did not write them).
     pub cpu_unwritten: usize,
@@ -224,6 +236,9 @@ pub struct Frame<'a> {
     /// Older frames' CPU views (packed) with their decode indices, the most recent first: the
     /// last frames in decode order and each buffer's own earlier contents.
     pub previous: &'a [(usize, &'a [u8])],
+    /// Frames decoded after this one (CPU views, packed) with their decode indices, the next
+    /// one first: what the decoder may have written into the buffer during the GPU read.
+    pub later: &'a [(usize, &'a [u8])],
     /// V4L2_BUF_FLAG_ERROR on the dequeued buffer.
     pub error: bool,
 }
@@ -265,7 +280,7 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
     if let Some(s) = f.sentinel {
         check("the sentinel", s.len())?;
     }
-    for (i, p) in f.previous {
+    for (i, p) in f.previous.iter().chain(f.later) {
         check(&format!("frame {i}"), p.len())?;
     }
 
@@ -281,6 +296,7 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
     let mut all_zero = true;
     // For each older frame: does every byte equal it?
     let mut all_prev = vec![true; f.previous.len()];
+    let mut all_later = vec![true; f.later.len()];
 
     for i in 0..n {
         let g = f.gpu[i];
@@ -296,6 +312,11 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
         for (k, (_, p)) in f.previous.iter().enumerate() {
             if all_prev[k] && p[i] != g {
                 all_prev[k] = false;
+            }
+        }
+        for (k, (_, p)) in f.later.iter().enumerate() {
+            if all_later[k] && p[i] != g {
+                all_later[k] = false;
             }
         }
         if g == c {
@@ -322,6 +343,10 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
             mix.sentinel += 1;
         } else if g == 0 {
             mix.zero += 1;
+        } else if f.later.iter().any(|(_, p)| p[i] == g) {
+            // Before the older frames: consecutive pictures share most bytes, and a byte of the
+            // next picture that an older one happens to share is still the next picture's.
+            mix.later += 1;
         } else if f.previous.iter().any(|(_, p)| p[i] == g) {
             mix.previous += 1;
         } else {
@@ -335,6 +360,7 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
         10.0 * (255.0f64 * 255.0 / mse).log10()
     });
     let mut previous_frame = None;
+    let mut later_frame = None;
     let content = if f.sentinel.is_some_and(|s| s == f.cpu) {
         Class::Unwritten
     } else if cpu_unwritten > 0 {
@@ -348,6 +374,9 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
     } else if let Some(k) = all_prev.iter().position(|&b| b) {
         previous_frame = Some(f.previous[k].0);
         Class::Previous
+    } else if let Some(k) = all_later.iter().position(|&b| b) {
+        later_frame = Some(f.later[k].0);
+        Class::Later
     } else if mix.unexplained > 0 {
         Class::Mismatch
     } else if mix.zero == 0 && mix.previous == 0 {
@@ -365,6 +394,7 @@ pub fn classify(f: &Frame<'_>) -> Result<Verdict, String> {
         rows_differing,
         psnr_db,
         previous_frame,
+        later_frame,
         cpu_unwritten,
         mix,
     })
@@ -409,9 +439,55 @@ mod tests {
             cpu,
             sentinel: Some(sent),
             previous: prev,
+            later: &[],
             error,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn later_frames_are_the_reverse_hazard() {
+        let cpu = frame(3);
+        let next = frame(4);
+        let old = frame(2);
+        let prev: Vec<(usize, &[u8])> = vec![(2, &old)];
+        let later: Vec<(usize, &[u8])> = vec![(4, &next)];
+        let run_later = |gpu: &[u8], sentinel: Option<&[u8]>| {
+            classify(&Frame {
+                geometry: G,
+                gpu,
+                cpu: &cpu,
+                sentinel,
+                previous: &prev,
+                later: &later,
+                error: false,
+            })
+            .unwrap()
+        };
+        // The GPU read the next picture: the decoder overwrote the buffer during the read.
+        let v = run_later(&next, None);
+        assert_eq!((v.class, v.later_frame), (Class::Later, Some(4)));
+        assert!(v.class.is_race());
+        // Half this picture, half the next: torn, made of later bytes.
+        let mut torn = cpu.clone();
+        torn[G.len() / 2..].copy_from_slice(&next[G.len() / 2..]);
+        let v = run_later(&torn, None);
+        assert_eq!(v.class, Class::Torn);
+        assert!(v.mix.later > 0 && v.mix.sentinel == 0 && v.mix.unexplained == 0);
+        // Without the later frame among the candidates the same bytes are unexplained.
+        let v = classify(&Frame {
+            geometry: G,
+            gpu: &next,
+            cpu: &cpu,
+            sentinel: None,
+            previous: &prev,
+            later: &[],
+            error: false,
+        })
+        .unwrap();
+        assert_eq!(v.class, Class::Mismatch);
+        // The older picture stays `previous` with later frames offered.
+        assert_eq!(run_later(&old, None).class, Class::Previous);
     }
 
     #[test]
@@ -532,6 +608,7 @@ mod tests {
             cpu: &cpu,
             sentinel: None,
             previous: &[],
+            later: &[],
             error: false,
         })
         .unwrap();
@@ -544,6 +621,7 @@ mod tests {
             cpu: &cpu,
             sentinel: None,
             previous: &[],
+            later: &[],
             error: false
         })
         .is_err());

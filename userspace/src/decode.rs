@@ -82,9 +82,26 @@ impl CaptureBuffer {
     /// VIDIOC_QUERYBUF's flags now: V4L2_BUF_FLAG_QUEUED without V4L2_BUF_FLAG_DONE means the
     /// driver still owns the buffer (the decode has not finished).
     pub fn v4l2_flags(&self) -> Result<u32> {
-        let q: ioctl::QueryBuffer = ioctl::querybuf(&self.dev, CAP_Q, self.index as usize)
-            .map_err(|e| anyhow!("QUERYBUF CAPTURE {}: {e}", self.index))?;
-        Ok(q.flags.bits())
+        capture_flags(&self.dev, self.index)
+    }
+
+    /// The module's sync_file of this buffer (VB2_RESV_IOC_SYNC_FILE on /dev/vb2_resv): its
+    /// pending vb2_resv fence, or a signaled one.
+    pub fn module_sync_file(&self) -> Result<std::os::fd::OwnedFd> {
+        capture_sync_file(&self.dev, self.index)
+    }
+
+    /// A handle on this buffer for another thread: dups of its dma-buf and of the decoder's fd.
+    pub fn handle(&self) -> Result<BufferHandle> {
+        Ok(BufferHandle {
+            index: self.index,
+            layout: self.layout,
+            dmabuf: self
+                .dmabuf()
+                .try_clone()
+                .context("dup of a CAPTURE dma-buf")?,
+            dev: self.dev.try_clone().context("dup of the decoder's fd")?,
+        })
     }
 
     /// The exported dma-buf.
@@ -100,6 +117,40 @@ impl CaptureBuffer {
     /// Writes through the CPU view: DMA_BUF_IOCTL_SYNC START|WRITE, `f`, END|WRITE.
     pub fn write_cpu(&self, f: impl FnOnce(&mut [u8])) -> Result<()> {
         self.map.access(sys::DMA_BUF_SYNC_WRITE, f)
+    }
+}
+
+/// VIDIOC_QUERYBUF's flags of CAPTURE buffer `index` on the decoder `dev`.
+pub fn capture_flags(dev: &File, index: u32) -> Result<u32> {
+    let q: ioctl::QueryBuffer = ioctl::querybuf(dev, CAP_Q, index as usize)
+        .map_err(|e| anyhow!("QUERYBUF CAPTURE {index}: {e}"))?;
+    Ok(q.flags.bits())
+}
+
+/// The module's sync_file of CAPTURE buffer `index` on the decoder `dev`.
+pub fn capture_sync_file(dev: &File, index: u32) -> Result<std::os::fd::OwnedFd> {
+    let ctl = crate::kmod::Control::open()?;
+    let (sf, _pending) = ctl
+        .sync_file(dev.as_raw_fd(), CAP_Q as u32, index)
+        .map_err(|e| anyhow!("VB2_RESV_IOC_SYNC_FILE CAPTURE {index}: {e}"))?;
+    Ok(sf)
+}
+
+/// A CAPTURE buffer as another thread holds it (a compositor): its dma-buf and the decoder's
+/// fd, both dups, for QUERYBUF and the module's sync_file.
+pub struct BufferHandle {
+    pub index: u32,
+    pub layout: Nv12Layout,
+    pub dmabuf: File,
+    dev: File,
+}
+
+impl BufferHandle {
+    pub fn v4l2_flags(&self) -> Result<u32> {
+        capture_flags(&self.dev, self.index)
+    }
+    pub fn module_sync_file(&self) -> Result<std::os::fd::OwnedFd> {
+        capture_sync_file(&self.dev, self.index)
     }
 }
 
@@ -225,6 +276,9 @@ pub struct DecodeOptions {
     /// hardware decoder would; [`FrameHook::queued`] is then called once the request is handed
     /// to that thread.
     pub async_queue: bool,
+    /// With `async_queue`: call [`FrameHook::queued`] only once the driver has taken the request
+    /// (the job is committed), not as soon as it is handed to the queue thread.
+    pub wait_committed: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// How long to wait for one frame before giving up.
@@ -241,6 +295,7 @@ impl Default for DecodeOptions {
             decode_mode: None,
             in_flight: 3,
             async_queue: false,
+            wait_committed: false,
             progress: false,
             frame_timeout: Duration::from_secs(10),
         }
@@ -500,6 +555,8 @@ struct Decoder {
     mode: DecodeMode,
     annex_b: bool,
     hold: bool,
+    /// [`DecodeOptions::wait_committed`].
+    wait_committed: bool,
     outputs: Vec<OutputSlot>,
     out_size: usize,
     captures: Vec<CaptureBuffer>,
@@ -826,6 +883,7 @@ impl Decoder {
             mode,
             annex_b,
             hold,
+            wait_committed: opts.wait_committed,
             outputs,
             out_size,
             captures,
@@ -1001,6 +1059,10 @@ impl Decoder {
                 .send((slot_i, frame, req))
                 .map_err(|_| anyhow!("request-queue thread gone"))?;
             *qt.outstanding.entry(frame).or_default() += 1;
+            if self.wait_committed {
+                let index = slot.index;
+                self.wait_request_taken(index, timeout)?;
+            }
             return Ok(n);
         }
         let t = Instant::now();
@@ -1011,6 +1073,35 @@ impl Decoder {
             .map_err(|e| anyhow!("{video}: MEDIA_REQUEST_IOC_QUEUE: {e}"))?;
         *self.queue_times.entry(frame).or_default() += t.elapsed();
         Ok(n)
+    }
+
+    /// Waits until the queue thread's MEDIA_REQUEST_IOC_QUEUE has taken the request: the OUTPUT
+    /// buffer leaves its request (QUERYBUF shows it QUEUED, or DONE already). "Right after the
+    /// request was queued" then means after the driver has it (and after anything a request
+    /// hook armed there), not merely after this thread handed it over.
+    fn wait_request_taken(&mut self, index: u32, timeout: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            let q: ioctl::QueryBuffer = ioctl::querybuf(&self.dev, OUT_Q, index as usize)
+                .map_err(|e| anyhow!("{}: QUERYBUF OUTPUT {index}: {e}", self.video))?;
+            // v4l2r 0.0.8's BufferFlags drops V4L2_BUF_FLAG_IN_REQUEST (from_bits_truncate): a
+            // buffer in a request not queued yet has neither QUEUED nor DONE, one in the driver's
+            // hands (or finished) has one of them.
+            let f = q.flags;
+            if f.contains(BufferFlags::QUEUED) || f.contains(BufferFlags::DONE) {
+                return Ok(());
+            }
+            // A failed MEDIA_REQUEST_IOC_QUEUE leaves the buffer in its request: report it.
+            self.drain_acks()?;
+            if t0.elapsed() > timeout {
+                bail!(
+                    "{}: the request of OUTPUT buffer {index} was not queued within {} s",
+                    self.video,
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 
     /// One answer of the queue thread: the request goes back to its slot.

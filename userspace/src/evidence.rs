@@ -8,13 +8,20 @@ use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// One row of the table: one arm (module mode x sample point x image lifetime) x import path.
+/// One row of the table: one arm (pipeline x module mode x wait_readers x sample point x
+/// consumer wait x image lifetime) x import path.
 #[derive(Clone, Debug)]
 pub struct Row {
+    /// "direct" or "mpv-kwin".
+    pub pipeline: String,
     pub mode: String,
+    /// The module's wait_readers: "on", "off" or "-" (left as it was).
+    pub wait_readers: String,
     pub sample_at: String,
-    /// What the sampler waited for before the GPU read: "none" or "poll".
-    pub latch: String,
+    /// What the consumer waited for before the GPU read: none, poll, sync-file, explicit.
+    pub consumer_wait: String,
+    /// The arm's verdict: none, forward, reverse, layout, decoder (joined with +).
+    pub verdict: String,
     pub images: String,
     pub import: String,
     pub counts: Counts,
@@ -38,13 +45,13 @@ pub struct Row {
 pub fn markdown_table(rows: &[Row]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| module mode | GPU samples at | latch | EGLImages | import | frames | decoder wrong |",
+        "| pipeline | module mode | wait_readers | GPU samples at | consumer wait | EGLImages | import | verdict | frames | decoder wrong |",
     );
     for c in Class::ALL {
         let _ = write!(s, " {c} |");
     }
     s.push_str(
-        " images created / buffers | RGB off | vb2_resv fence after QBUF | busy at read | busy, held | busy, raced |\n|---|---|---|---|---|---:|---:|",
+        " images created / buffers | RGB off | vb2_resv fence after QBUF | busy at read | busy, held | busy, raced |\n|---|---|---|---|---|---|---|---|---:|---:|",
     );
     for _ in Class::ALL {
         s.push_str("---:|");
@@ -53,12 +60,15 @@ pub fn markdown_table(rows: &[Row]) -> String {
     for r in rows {
         let _ = write!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.pipeline,
             r.mode,
+            r.wait_readers,
             r.sample_at,
-            r.latch,
+            r.consumer_wait,
             r.images,
             r.import,
+            r.verdict,
             r.counts.total(),
             r.decoder_wrong
                 .map_or_else(|| "n/a".to_string(), |n| n.to_string())
@@ -280,9 +290,12 @@ mod tests {
         c.add(Class::Sentinel);
         let rows = vec![
             Row {
+                pipeline: "direct".into(),
                 mode: "off".into(),
+                wait_readers: "-".into(),
                 sample_at: "queued".into(),
-                latch: "none".into(),
+                consumer_wait: "none".into(),
+                verdict: "forward".into(),
                 images: "cached".into(),
                 import: "kwin".into(),
                 counts: c.clone(),
@@ -294,9 +307,12 @@ mod tests {
                 busy: Some((2, 1, 1)),
             },
             Row {
+                pipeline: "mpv-kwin".into(),
                 mode: "queue".into(),
+                wait_readers: "on".into(),
                 sample_at: "dqbuf".into(),
-                latch: "poll".into(),
+                consumer_wait: "poll".into(),
+                verdict: "none".into(),
                 images: "per-frame".into(),
                 import: "external".into(),
                 counts: c,
@@ -312,13 +328,15 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4);
         assert!(lines[0].contains(
-            "| decoder wrong | correct | sentinel | torn | zero | previous | stale | mismatch | unwritten | partial | error |"
+            "| verdict | frames | decoder wrong | correct | sentinel | torn | later | zero | previous | stale | mismatch | unwritten | partial | error |"
         ));
         assert_eq!(
             lines[2],
-            "| off | queued | none | cached | kwin | 2 | 0 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 8 / 4 | 0 | 0 | 2 | 1 | 1 |"
+            "| direct | off | - | queued | none | cached | kwin | forward | 2 | 0 | 1 | 1 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 0 | 8 / 4 | 0 | 0 | 2 | 1 | 1 |"
         );
-        assert!(lines[3].starts_with("| queue | dqbuf | poll | per-frame | external | 2 | n/a |"));
+        assert!(lines[3].starts_with(
+            "| mpv-kwin | queue | on | dqbuf | poll | per-frame | external | none | 2 | n/a |"
+        ));
         assert!(lines[3].ends_with("| 2 / 2 | 1 | - | - | - | - |"));
         // Every line has the same number of cells.
         let cells = |l: &str| l.matches('|').count();

@@ -217,3 +217,49 @@ impl Drop for ModuleGuard {
         }
     }
 }
+
+const WAIT_READERS: &str = "/sys/module/vb2_resv/parameters/wait_readers";
+
+/// The module's `wait_readers` parameter (the decoder waits for other devices' fences on a
+/// CAPTURE buffer before the hardware gets it back), or None when the module is not loaded.
+pub fn wait_readers() -> Result<Option<bool>> {
+    if !Path::new("/sys/module/vb2_resv").exists() {
+        return Ok(None);
+    }
+    let v = std::fs::read_to_string(WAIT_READERS)
+        .with_context(|| format!("cannot read {WAIT_READERS}"))?;
+    Ok(Some(matches!(v.trim(), "Y" | "y" | "1")))
+}
+
+/// Sets `wait_readers` (module-wide); the module must be loaded.
+pub fn set_wait_readers(on: bool) -> Result<()> {
+    if !Path::new("/sys/module/vb2_resv").exists() {
+        bail!("--wait-readers needs the vb2_resv module, which is not loaded");
+    }
+    std::fs::write(WAIT_READERS, if on { "Y" } else { "N" })
+        .with_context(|| format!("cannot write {WAIT_READERS}"))
+}
+
+/// Sets `wait_readers` for a scope and puts the old value back on drop.
+pub struct WaitReadersGuard(Option<bool>);
+
+impl WaitReadersGuard {
+    pub fn set(on: Option<bool>) -> Result<WaitReadersGuard> {
+        let Some(on) = on else {
+            return Ok(WaitReadersGuard(None));
+        };
+        let before = wait_readers()?;
+        set_wait_readers(on)?;
+        Ok(WaitReadersGuard(before))
+    }
+}
+
+impl Drop for WaitReadersGuard {
+    fn drop(&mut self) {
+        if let Some(b) = self.0 {
+            if let Err(e) = set_wait_readers(b) {
+                eprintln!("warning: vb2_resv: cannot set wait_readers back to {b}: {e:#}");
+            }
+        }
+    }
+}

@@ -12,9 +12,13 @@
 //! - [`gpu`]: EGL/GLES sampling of decoded NV12 dma-bufs, the way KWin imports them.
 //! - [`classify`]: the per-frame verdict (correct, sentinel, zero, previous, torn, error).
 //! - [`evidence`]: the RFC evidence (Markdown table, JSON, PNG triptych).
+//! - [`consumer_wait`]: what a consumer waits for before its GPU reads (`--consumer-wait`).
+//! - [`pipeline`]: the mpv + KWin pipeline (`--pipeline mpv-kwin`): LIFO pool, compositor thread.
 //! - [`verify`]: `vb2-resv verify`: decode, sample every frame through EGL, classify.
 
+pub mod arm;
 pub mod classify;
+pub mod consumer_wait;
 pub mod decode;
 pub mod doctor;
 pub mod evidence;
@@ -22,6 +26,7 @@ pub mod gpu;
 pub mod h264;
 pub mod implicit;
 pub mod kmod;
+pub mod pipeline;
 pub mod present;
 pub mod probe;
 pub mod report;
@@ -31,4 +36,5 @@ pub mod synthetic;
 pub mod sys;
 pub mod truth;
 pub mod v4l2;
+pub mod verdict;
 pub mod verify;

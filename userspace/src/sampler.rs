@@ -1,12 +1,13 @@
 //! The per-frame GPU sampling and classification of `vb2-resv verify`: before CAPTURE QBUF the
 //! buffer is filled through its CPU mapping with a sentinel unique to (buffer, queueing); the GPU
 //! samples the buffer right after the request is queued (`--sample-at queued`, optionally after
-//! KWin's poll(POLLIN) latch) or right after DQBUF; the readback is classified
+//! a consumer's wait: [`crate::consumer_wait`]) or right after DQBUF; the readback is classified
 //! ([`crate::classify`]) against the CPU view after DQBUF, the sentinel, zero, the last frames and
 //! each buffer's own earlier contents; the CPU view is checked against the ground truth
 //! ([`crate::truth`]); and every sample carries the buffer's V4L2 state around it (the busy proof).
 
 use crate::classify::{self, Class, Geometry, Verdict};
+use crate::consumer_wait::{self, ConsumerWait, WaitRecord};
 use crate::decode::{CaptureBuffer, Nv12Layout};
 use crate::gpu::{self, DmaBufNv12, Gpu, Images, ImportPath, RgbDiff};
 use crate::truth::FrameMd5;
@@ -14,15 +15,19 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SampleAt {
     /// Right after DQBUF (the V4L2 contract; what mpv + KWin do), before the CPU copy.
     Dqbuf,
-    /// Right after the request was queued, before DQBUF (the decoder may still be writing).
+    /// Right after the request was handed to the queue thread, before DQBUF: the job may not be
+    /// committed yet (the decoder may not even have it), or be running.
     Queued,
+    /// Right after the driver took the request (QUERYBUF: the OUTPUT buffer QUEUED or DONE): the
+    /// job is committed, whatever a module arms at commit exists; the decoder may be writing.
+    Committed,
     /// After DQBUF and after the CPU copy of the buffer (the order before issue 12: the 3 MB
     /// copy delays the GPU read and can hide a race right after DQBUF).
     DqbufCpuFirst,
@@ -33,21 +38,10 @@ impl SampleAt {
         match self {
             SampleAt::Dqbuf => "dqbuf",
             SampleAt::Queued => "queued",
+            SampleAt::Committed => "committed",
             SampleAt::DqbufCpuFirst => "dqbuf-cpu-first",
         }
     }
-}
-
-/// What the sampler waits for before the GPU reads (`--latch`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Latch {
-    /// Nothing: the GPU reads at once (wlroots, Weston: they rely on the GPU driver's implicit
-    /// sync).
-    None,
-    /// poll(POLLIN) on the dma-buf until it is readable, as KWin (TransactionDmaBufLocker) and
-    /// Mutter do before they latch a client buffer: waits for the buffer's write fences on the CPU.
-    Poll,
 }
 
 /// What the CAPTURE buffer looked like around one GPU sample: the proof that the decoder was
@@ -67,8 +61,9 @@ pub struct SampleProof {
     /// and the driver of the first pending one.
     pub fence_pending: bool,
     pub fence_driver: Option<String>,
-    /// How long the latch (poll(POLLIN)) waited, with `--latch poll`.
-    pub latch_wait_us: Option<u64>,
+    /// What the consumer's wait (`--consumer-wait`) did: how long it waited, whether the buffer
+    /// was busy, whether it waited on a sync_file (None: no wait).
+    pub wait: Option<WaitRecord>,
     /// How long the GPU sample (import when not cached, draw, readback) took: a GPU that waits
     /// for the fence blocks here.
     pub gpu_read_us: u64,
@@ -77,7 +72,7 @@ pub struct SampleProof {
 const FLAG_QUEUED: u32 = v4l2r::bindings::V4L2_BUF_FLAG_QUEUED;
 const FLAG_DONE: u32 = v4l2r::bindings::V4L2_BUF_FLAG_DONE;
 
-fn busy(flags: Option<u32>) -> Option<bool> {
+pub(crate) fn busy(flags: Option<u32>) -> Option<bool> {
     flags.map(|f| f & FLAG_QUEUED != 0 && f & FLAG_DONE == 0)
 }
 
@@ -90,6 +85,13 @@ pub trait NvBuffer {
     /// VIDIOC_QUERYBUF's flags, for a V4L2 buffer.
     fn v4l2_flags(&self) -> Option<u32> {
         None
+    }
+    /// The module's sync_file of this buffer (`--consumer-wait explicit`).
+    fn module_sync_file(&self) -> Result<std::os::fd::OwnedFd> {
+        bail!(
+            "buffer {} is not a V4L2 buffer: no explicit sync_file",
+            self.index()
+        )
     }
 }
 
@@ -108,6 +110,9 @@ impl NvBuffer for CaptureBuffer {
     }
     fn v4l2_flags(&self) -> Option<u32> {
         CaptureBuffer::v4l2_flags(self).ok()
+    }
+    fn module_sync_file(&self) -> Result<std::os::fd::OwnedFd> {
+        CaptureBuffer::module_sync_file(self)
     }
 }
 
@@ -171,12 +176,25 @@ struct Pending {
     proof: SampleProof,
 }
 
-pub(crate) struct Shot {
+pub struct Shot {
     pub(crate) frame: usize,
     pub(crate) class: Class,
     pub(crate) cpu: Vec<u8>,
     pub(crate) gpu: Vec<u8>,
     final_: bool,
+}
+
+impl Shot {
+    /// A frame chosen for the triptych by a caller that chose it itself.
+    pub(crate) fn new(frame: usize, class: Class, cpu: Vec<u8>, gpu: Vec<u8>) -> Shot {
+        Shot {
+            frame,
+            class,
+            cpu,
+            gpu,
+            final_: true,
+        }
+    }
 }
 
 /// The per-frame GPU sampling and classification (the FrameHook of `verify`).
@@ -185,7 +203,7 @@ pub struct Sampler<'g> {
     paths: Vec<ImportPath>,
     images: Images,
     sample_at: SampleAt,
-    latch: Latch,
+    wait: ConsumerWait,
     rgb: bool,
     chosen: Option<usize>,
     /// Synthetic fault that changes the import (uv-offset).
@@ -213,7 +231,7 @@ impl<'g> Sampler<'g> {
         paths: Vec<ImportPath>,
         images: Images,
         sample_at: SampleAt,
-        latch: Latch,
+        wait: ConsumerWait,
         rgb: bool,
         chosen: Option<usize>,
     ) -> Self {
@@ -222,7 +240,7 @@ impl<'g> Sampler<'g> {
             paths,
             images,
             sample_at,
-            latch,
+            wait,
             rgb,
             chosen,
             uv_shift: false,
@@ -293,14 +311,10 @@ impl<'g> Sampler<'g> {
             proof.fence_pending = true;
             proof.fence_driver = Some(f.driver.clone());
         }
-        if self.latch == Latch::Poll {
-            let (waited, ready) = crate::sys::poll_in(&buf.fd(), Duration::from_secs(10))?;
-            if !ready {
-                bail!(
-                    "frame {frame}: the dma-buf did not become readable within 10 s (--latch poll)"
-                );
-            }
-            proof.latch_wait_us = Some(waited.as_micros() as u64);
+        if self.wait != ConsumerWait::None {
+            let w = consumer_wait::wait(self.wait, buf.fd(), || buf.module_sync_file())
+                .with_context(|| format!("frame {frame}: --consumer-wait {}", self.wait.name()))?;
+            proof.wait = Some(w);
         }
         let t = Instant::now();
         let mut samples = Vec::new();
@@ -330,7 +344,7 @@ impl<'g> Sampler<'g> {
             .pending
             .get(&frame)
             .is_some_and(|p| !p.samples.is_empty());
-        if self.sample_at == SampleAt::Queued && !done {
+        if matches!(self.sample_at, SampleAt::Queued | SampleAt::Committed) && !done {
             self.sample_now(frame, buf)?;
         }
         Ok(())
@@ -392,6 +406,7 @@ impl<'g> Sampler<'g> {
                 cpu: &cpu,
                 sentinel: Some(&pend.sentinel),
                 previous: &prev,
+                later: &[],
                 error,
             })
             .map_err(|e| anyhow!("frame {frame}: {e}"))?;

@@ -136,12 +136,23 @@ pub fn run_synthetic(
     s: &mut Sampler<'_>,
     n: usize,
     size: (u32, u32),
+    sizeimage: Option<u32>,
     fault: Fault,
     yuv: Option<&Path>,
 ) -> Result<serde_json::Value> {
     let (w, h) = size;
     let (cw, ch) = (w.div_ceil(16) * 16, h.div_ceil(16) * 16);
     let stride = cw.div_ceil(64) * 64;
+    let picture = stride * ch * 3 / 2;
+    // A decoder may append its own data after the picture (hantro: the H.264 motion vectors,
+    // 64 bytes per macroblock + 32: 3655712 bytes at 1920x1088); the buffer is that big.
+    let size = match sizeimage {
+        None => picture,
+        Some(n) if n >= picture => n,
+        Some(n) => bail!(
+            "--sizeimage {n}: smaller than the NV12 picture of {cw}x{ch} stride {stride} ({picture} bytes)"
+        ),
+    };
     let layout = Nv12Layout {
         width: cw,
         height: ch,
@@ -149,7 +160,7 @@ pub fn run_synthetic(
         visible_height: h,
         stride,
         uv_offset: stride * ch,
-        size: stride * ch * 3 / 2,
+        size,
         modifier: gpu::DRM_FORMAT_MOD_LINEAR,
     };
     let pictures = match yuv {

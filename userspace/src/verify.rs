@@ -5,33 +5,35 @@
 //! unique to (buffer, queueing); the GPU samples the buffer right after the request is queued
 //! (`--sample-at queued`) or right after DQBUF (`--sample-at dqbuf`); the readback is classified
 //! ([`crate::classify`]) against the CPU view after DQBUF, the sentinel, zero and older frames.
-//! Arms: module mode (`--modes`) x sample point x EGLImage lifetime, each a full run of the
-//! stream; `--evidence DIR` writes the table, the JSON reports and the PNG triptychs.
+//! Arms: module mode (`--modes`) x `wait_readers` (`--wait-readers`) x pipeline (`--pipeline`:
+//! this direct loop, or mpv + KWin, [`crate::pipeline`]) x sample point x EGLImage lifetime x
+//! consumer wait (`--consumer-wait`, [`crate::consumer_wait`]), each a full run of the stream
+//! ([`crate::arm`]); each arm ends with its verdict line ([`crate::verdict`]); `--evidence DIR`
+//! writes the table, the JSON reports and the PNG triptychs.
 //!
 //! `--synthetic N` replaces the decoder by a stand-in that writes made-up frames into dma-heap
 //! buffers through the CPU, optionally misbehaving in a chosen way (`--fault`): it proves the GPU
 //! path and the classifier end to end where no decoder is (or on a new GPU).
 
+use crate::arm::{ArmReport, BusyCounts, SCHEMA};
 use crate::classify::{Class, Counts};
+pub use crate::consumer_wait::ConsumerWait;
 use crate::decode::{self, CaptureBuffer, DecodeOptions, DecoderArgs, FrameHook, Nv12Layout};
 use crate::evidence;
-use crate::gpu::{
-    self, Gpu, GpuInfo, GpuOptions, Images, ImportInfo, ImportPath, Matrix, Platform,
-};
+use crate::gpu::{self, Gpu, GpuOptions, Images, ImportPath, Matrix, Platform};
 use crate::implicit::ImplicitSync;
-use crate::kmod::{self, Mode};
-use crate::sampler::{geometry, FrameResult, Sampler};
-pub use crate::sampler::{Latch, SampleAt};
+use crate::kmod::{self, Mode, WaitReadersGuard};
+pub use crate::pipeline::Pipeline;
+use crate::pipeline::{self, MpvKwinArgs, PipelineStats};
+pub use crate::sampler::SampleAt;
+use crate::sampler::{geometry, FrameResult, Sampler, Shot};
 use crate::synthetic::{run_synthetic, Fault};
 use crate::truth::{FrameMd5, TruthInfo};
+use crate::verdict::ArmVerdict;
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// The JSON schema name of one arm's report.
-pub const SCHEMA: &str = "vb2-resv.verify/1";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ImportArg {
@@ -71,10 +73,28 @@ pub struct VerifyArgs {
     /// When the GPU samples (a comma list runs one arm each).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "dqbuf")]
     pub sample_at: Vec<SampleAt>,
-    /// Before the GPU reads: nothing, or poll(POLLIN) on the dma-buf as KWin does; a comma list
-    /// runs one arm each.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "none")]
-    pub latch: Vec<Latch>,
+    /// What the consumer waits for before its GPU read: none (Weston, wlroots), poll (KWin,
+    /// Mutter), sync-file, explicit (the module's sync_file); a comma list runs one arm each.
+    #[arg(
+        long,
+        alias = "latch",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none"
+    )]
+    pub consumer_wait: Vec<ConsumerWait>,
+    /// How frames reach the GPU: direct (sampled once, at --sample-at) or mpv-kwin (ffmpeg's LIFO
+    /// pool, KWin's wait, cached images, GPU read in flight, early release); a comma list runs one
+    /// arm each.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct")]
+    pub pipeline: Vec<Pipeline>,
+    /// The module's wait_readers in each arm (on, off; a comma list runs one arm each).
+    /// Absent: left as it is.
+    #[arg(long, value_delimiter = ',', value_parser = parse_on_off)]
+    pub wait_readers: Vec<bool>,
+    /// How long the mpv-kwin compositor's GPU read stays in flight (ms).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=2000))]
+    pub gpu_read_ms: u64,
     /// EGLImage lifetime: cached per buffer (KWin) or per frame (Weston); a comma list runs one arm each.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "cached")]
     pub images: Vec<ImagesArg>,
@@ -119,6 +139,10 @@ pub struct VerifyArgs {
     /// The stand-in decoder's frame size, WxH.
     #[arg(long, default_value = "320x240", value_parser = parse_size)]
     pub size: (u32, u32),
+    /// The stand-in decoder's buffer size (sizeimage), when a decoder appends data after the
+    /// picture (hantro at 1920x1088: 3655712); default: the NV12 picture's size.
+    #[arg(long)]
+    pub sizeimage: Option<u32>,
     /// The stand-in decoder writes these pictures (raw NV12 of --size, packed, as
     /// `ffmpeg -pix_fmt nv12 -f rawvideo` writes them) instead of made-up ones.
     #[arg(long)]
@@ -135,6 +159,14 @@ pub struct VerifyArgs {
 
 fn parse_mode(s: &str) -> Result<Mode, String> {
     Mode::parse(s).ok_or_else(|| format!("unknown mode '{s}' (off, dqbuf, queue, strict)"))
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "1" | "yes" => Ok(true),
+        "off" | "0" | "no" => Ok(false),
+        _ => Err(format!("'{s}': want on or off")),
+    }
 }
 
 fn parse_hex(s: &str) -> Result<u64, String> {
@@ -177,89 +209,75 @@ impl FrameHook for DecodeHook<'_, '_> {
     }
 }
 
-/// The busy-proof counts of one arm (see [`ArmReport::busy`]).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct BusyCounts {
-    pub busy: usize,
-    /// Busy samples whose GPU view was correct (the decoder may simply have written the bytes
-    /// before it signaled done: visl draws, then waits out its transaction time).
-    pub busy_correct: usize,
-    /// Busy samples that were still busy when the read began and done when it ended, and got
-    /// the finished picture: the reader was held until the decode ended.
-    pub busy_held: usize,
-    pub busy_raced: usize,
+/// One arm before it runs.
+struct ArmSpec {
+    mode: Option<Mode>,
+    wait_readers: Option<bool>,
+    pipeline: Pipeline,
+    sample_at: SampleAt,
+    images: Images,
+    wait: ConsumerWait,
 }
 
-impl BusyCounts {
-    fn of(frames: &[FrameResult]) -> BusyCounts {
-        let mut c = BusyCounts::default();
-        for f in frames.iter().filter(|f| f.sample.busy_before == Some(true)) {
-            c.busy += 1;
-            if f.paths.iter().all(|p| p.verdict.content == Class::Correct) {
-                c.busy_correct += 1;
-                if f.sample.busy_after == Some(false) {
-                    c.busy_held += 1;
+/// The arms, in the order they run: mode x wait_readers x pipeline x (direct: sample point) x
+/// EGLImage lifetime x consumer wait. The mpv-kwin pipeline samples after DQBUF by design.
+fn arm_specs(a: &VerifyArgs, modes: &[Option<Mode>], images_list: &[Images]) -> Vec<ArmSpec> {
+    let wrs: Vec<Option<bool>> = if a.wait_readers.is_empty() {
+        vec![None]
+    } else {
+        a.wait_readers.iter().map(|w| Some(*w)).collect()
+    };
+    let mut v = Vec::new();
+    for &mode in modes {
+        for &wait_readers in &wrs {
+            for &pipeline in &a.pipeline {
+                let points: &[SampleAt] = match pipeline {
+                    Pipeline::Direct => &a.sample_at,
+                    Pipeline::MpvKwin => &[SampleAt::Dqbuf],
+                };
+                for &sample_at in points {
+                    for &images in images_list {
+                        for &wait in &a.consumer_wait {
+                            v.push(ArmSpec {
+                                mode,
+                                wait_readers,
+                                pipeline,
+                                sample_at,
+                                images,
+                                wait,
+                            });
+                        }
+                    }
                 }
             }
-            if f.paths.iter().any(|p| p.verdict.content.is_race()) {
-                c.busy_raced += 1;
-            }
         }
-        c
     }
+    v
 }
 
-/// One arm's report (`vb2-resv.verify/1`).
-#[derive(Serialize)]
-pub struct ArmReport {
-    pub schema: &'static str,
-    pub input: String,
-    /// The module mode set for this arm (None: left as it was).
-    pub mode: Option<String>,
-    pub sample_at: SampleAt,
-    pub latch: Latch,
-    pub images: Images,
-    /// The decoder: its DecodeReport (device, format, per-frame fences), or the synthetic one.
-    pub decoder: serde_json::Value,
-    pub decoder_driver: String,
-    pub gpu: GpuInfo,
-    /// Whether this GPU waits for a dma-buf's fences, measured (crate::implicit).
-    pub implicit_sync: ImplicitSync,
-    pub imports: Vec<ImportInfo>,
-    pub layout: Option<Nv12Layout>,
-    pub buffers: usize,
-    /// EGLImages created in this arm, per import path.
-    pub images_created: BTreeMap<String, usize>,
-    /// Frame counts per class, per import path.
-    pub summary: BTreeMap<String, Counts>,
-    /// Frames whose RGB readback was off by more than gpu::RGB_TOLERANCE, per import path.
-    pub rgb_off: BTreeMap<String, usize>,
-    /// Samples that began while the decoder provably still owned the buffer (QUERYBUF: QUEUED,
-    /// not DONE), and of those, how many the GPU read correctly (it got the finished picture:
-    /// something made it wait) and how many raced (sentinel or torn), over every import path.
-    pub busy: BusyCounts,
-    /// The ground truth this arm's frames were checked against (`decode_ok`), or why not.
-    pub ground_truth: TruthInfo,
-    /// Frames whose CPU view differs from the ground truth (None: no ground truth).
-    pub decoder_wrong: Option<usize>,
-    pub frames: Vec<FrameResult>,
-    /// The triptych files written for this arm.
-    pub pngs: Vec<String>,
+/// What one arm produced, whichever pipeline ran it.
+struct ArmRun {
+    decoder: serde_json::Value,
+    driver: String,
+    frames: Vec<FrameResult>,
+    shots: Vec<(ImportPath, Shot)>,
+    layout: Option<Nv12Layout>,
+    buffers: usize,
+    images_created: BTreeMap<String, usize>,
+    stats: Option<PipelineStats>,
 }
 
-impl ArmReport {
-    fn label(&self) -> String {
-        format!(
-            "{}-{}-{}{}",
-            self.mode.as_deref().unwrap_or("unchanged"),
-            self.sample_at.name(),
-            self.images.name(),
-            if self.latch == Latch::Poll {
-                "-poll"
-            } else {
-                ""
-            }
-        )
+fn gpu_options(a: &VerifyArgs) -> GpuOptions {
+    GpuOptions {
+        platform: match a.platform {
+            PlatformArg::Surfaceless => Platform::Surfaceless,
+            PlatformArg::Gbm => Platform::Gbm(a.render_node.clone()),
+        },
+        modifier: a.modifier,
+        external_matrix: match a.matrix {
+            MatrixArg::Bt601 => Matrix::Bt601,
+            MatrixArg::Bt709 => Matrix::Bt709,
+        },
     }
 }
 
@@ -284,22 +302,33 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     if !a.modes.is_empty() {
         kmod::Control::open()?;
     }
+    if !a.wait_readers.is_empty() {
+        if a.synthetic.is_some() {
+            bail!("--wait-readers needs a decoder: the synthetic one is not a V4L2 device");
+        }
+        kmod::wait_readers()?.ok_or_else(|| {
+            anyhow::anyhow!("--wait-readers needs the vb2_resv module, which is not loaded")
+        })?;
+    }
+    if a.synthetic.is_some() && a.pipeline.contains(&Pipeline::MpvKwin) {
+        bail!("--pipeline mpv-kwin needs a stream and a decoder, not --synthetic");
+    }
+    if a.consumer_wait.contains(&ConsumerWait::Explicit) && a.synthetic.is_some() {
+        bail!(
+            "--consumer-wait explicit needs a decoder the module is attached to, not --synthetic"
+        );
+    }
+    if a.consumer_wait.contains(&ConsumerWait::Explicit) {
+        kmod::Control::open()
+            .context("--consumer-wait explicit asks the module for its sync_file")?;
+    }
     let paths = match a.import {
         ImportArg::Kwin => vec![ImportPath::Kwin],
         ImportArg::External => vec![ImportPath::External],
         ImportArg::Both => vec![ImportPath::Kwin, ImportPath::External],
     };
-    let mut gpu = Gpu::open(&GpuOptions {
-        platform: match a.platform {
-            PlatformArg::Surfaceless => Platform::Surfaceless,
-            PlatformArg::Gbm => Platform::Gbm(a.render_node.clone()),
-        },
-        modifier: a.modifier,
-        external_matrix: match a.matrix {
-            MatrixArg::Bt601 => Matrix::Bt601,
-            MatrixArg::Bt709 => Matrix::Bt709,
-        },
-    })?;
+    let gpu_opts = gpu_options(a);
+    let mut gpu = Gpu::open(&gpu_opts)?;
     let implicit = if a.implicit_sync_hold_ms == 0 {
         ImplicitSync::not_measured("--implicit-sync-hold-ms 0")
     } else {
@@ -351,7 +380,12 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     };
     // visl runs an idle device's job inside MEDIA_REQUEST_IOC_QUEUE: without --async-queue a
     // sample "right after queueing" is taken after the decode, and would prove nothing.
-    if a.input.is_some() && a.sample_at.contains(&SampleAt::Queued) && !a.decoder.async_queue {
+    let early =
+        a.sample_at.contains(&SampleAt::Queued) || a.sample_at.contains(&SampleAt::Committed);
+    if a.input.is_some() && a.sample_at.contains(&SampleAt::Committed) && !a.decoder.async_queue {
+        bail!("--sample-at committed needs --async-queue (it waits for the queue thread's MEDIA_REQUEST_IOC_QUEUE)");
+    }
+    if a.input.is_some() && early && !a.decoder.async_queue {
         let driver = match &a.decoder.device {
             Some(d) => crate::probe::check_h264_decoder(d).map(|n| n.driver).ok(),
             None => crate::probe::find_h264_decoder()
@@ -359,169 +393,211 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
                 .ok(),
         };
         if driver.as_deref() == Some("visl") {
-            bail!("--sample-at queued on visl needs --async-queue: visl runs the job inside MEDIA_REQUEST_IOC_QUEUE, so without it every queued sample is taken after the decode");
+            bail!("--sample-at queued/committed on visl needs --async-queue: visl runs the job inside MEDIA_REQUEST_IOC_QUEUE, so without it every queued sample is taken after the decode");
         }
     }
     let mut reports = Vec::new();
-    for &mode in &modes {
-        for &sample_at in &a.sample_at {
-            for &images in &images_list {
-                for &latch in &a.latch {
-                    gpu.forget_all();
-                    let imports = paths
-                        .iter()
-                        .map(|&p| gpu.check_import(p, images, gpu::DRM_FORMAT_MOD_LINEAR))
-                        .collect::<Result<Vec<_>>>()?;
-                    let before: HashMap<ImportPath, usize> =
-                        paths.iter().map(|&p| (p, gpu.images_created(p))).collect();
-                    let mut s = Sampler::new(
-                        &mut gpu,
-                        paths.clone(),
-                        images,
-                        sample_at,
-                        latch,
-                        !a.no_rgb,
-                        a.frame,
-                    );
-                    s.truth = truth.clone();
-                    s.display_of = display_of.clone();
-                    let (decoder, driver) = match (&a.input, a.synthetic) {
-                        (Some(input), _) => {
-                            let opts = DecodeOptions {
-                                mode,
-                                ..decoder_opts.clone()
-                            };
-                            let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
-                            let driver = format!("{} ({})", r.device.driver, r.device.card);
-                            (serde_json::to_value(&r)?, driver)
-                        }
-                        (None, Some(n)) => (
-                            run_synthetic(&mut s, n, a.size, a.fault, a.yuv.as_deref())?,
-                            "synthetic".to_string(),
-                        ),
-                        (None, None) => unreachable!("checked above"),
-                    };
-                    let mut summary = BTreeMap::new();
-                    let mut rgb_off = BTreeMap::new();
-                    for f in &s.frames {
-                        for pv in &f.paths {
-                            summary
-                                .entry(pv.import.name().to_string())
-                                .or_insert_with(Counts::default)
-                                .add(pv.verdict.class);
-                            let off = pv.rgb.iter().any(|r| r.over_tolerance > 0);
-                            *rgb_off.entry(pv.import.name().to_string()).or_insert(0) +=
-                                usize::from(off);
-                        }
-                    }
-                    let mut frames = std::mem::take(&mut s.frames);
-                    let ground_truth = if driver.starts_with("visl ") {
-                        for f in &mut frames {
-                            f.decode_ok = None;
-                        }
-                        TruthInfo {
-                            status: "n/a".into(),
-                            source: None,
-                            reason: Some(
-                                "visl draws a test pattern instead of decoding: nothing to compare"
-                                    .into(),
-                            ),
-                        }
-                    } else if let Some(t) = &truth {
-                        TruthInfo {
-                            status: "compared".into(),
-                            source: Some(t.path.display().to_string()),
-                            reason: None,
-                        }
-                    } else {
-                        TruthInfo {
-                            status: "n/a".into(),
-                            source: None,
-                            reason: Some(if a.input.is_some() {
-                                "no framemd5 beside the stream (scripts/make-streams.sh) and no --framemd5".into()
-                            } else {
-                                "made-up pictures: no --framemd5".into()
-                            }),
-                        }
-                    };
-                    let decoder_wrong = (ground_truth.status == "compared")
-                        .then(|| frames.iter().filter(|f| f.decode_ok != Some(true)).count());
-                    let shots = std::mem::take(&mut s.shots);
-                    let layout = s.layout;
-                    let buffers = s.buffers.len();
-                    drop(s);
-                    let mut report = ArmReport {
-                        schema: SCHEMA,
-                        input: input_name.clone(),
-                        mode: mode.map(|m| m.name().to_string()),
-                        sample_at,
-                        latch,
-                        images,
-                        decoder,
-                        decoder_driver: driver,
-                        gpu: gpu.info.clone(),
-                        implicit_sync: implicit.clone(),
-                        imports,
-                        layout,
-                        buffers,
-                        images_created: paths
-                            .iter()
-                            .map(|&p| (p.name().to_string(), gpu.images_created(p) - before[&p]))
-                            .collect(),
-                        summary,
-                        rgb_off,
-                        busy: BusyCounts::of(&frames),
-                        ground_truth,
-                        decoder_wrong,
-                        frames,
-                        pngs: Vec::new(),
-                    };
-                    if let (Some(dir), Some(l)) = (&a.evidence, layout) {
-                        for (p, shot) in &shots {
-                            let file = format!("frame-{}-{}.png", report.label(), p.name());
-                            let (w, h, img) = evidence::triptych(
-                                &shot.cpu,
-                                &shot.gpu,
-                                geometry(&l),
-                                (l.visible_width, l.visible_height),
-                                [
-                                    &format!("CPU VIEW FRAME {}", shot.frame),
-                                    &format!("GPU {}: {}", p.name(), shot.class),
-                                    &format!("DIFF\n{}", report.label()),
-                                ],
-                            );
-                            evidence::write_png(&dir.join(&file), w, h, &img)?;
-                            report.pngs.push(file);
-                        }
-                        report.pngs.sort();
-                    }
-                    if let Some(w) = report.decoder_wrong {
-                        println!(
-                            "arm {}: {w} of {} frames differ from the ground truth ({})",
-                            report.label(),
-                            report.frames.len(),
-                            report.ground_truth.source.as_deref().unwrap_or("-")
-                        );
-                    }
-                    for (p, c) in &report.summary {
-                        println!(
-                        "arm {} {p}: {} frames: {}; EGLImages created {} for {} buffers; RGB off in {}",
-                        report.label(),
-                        c.total(),
-                        Class::ALL
-                            .iter()
-                            .map(|k| format!("{k} {}", c.get(*k)))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        report.images_created.get(p).copied().unwrap_or(0),
-                        report.buffers,
-                        report.rgb_off.get(p).copied().unwrap_or(0),
-                    );
-                    }
-                    reports.push(report);
+    for spec in arm_specs(a, &modes, &images_list) {
+        // Module-wide, for this arm only: set back when the guard drops.
+        let _wr = WaitReadersGuard::set(spec.wait_readers)?;
+        gpu.forget_all();
+        let imports = paths
+            .iter()
+            .map(|&p| gpu.check_import(p, spec.images, gpu::DRM_FORMAT_MOD_LINEAR))
+            .collect::<Result<Vec<_>>>()?;
+        let before: HashMap<ImportPath, usize> =
+            paths.iter().map(|&p| (p, gpu.images_created(p))).collect();
+        let mut arm = match (spec.pipeline, &a.input, a.synthetic) {
+            (Pipeline::MpvKwin, Some(input), _) => {
+                let run = pipeline::run_mpv_kwin(MpvKwinArgs {
+                    input,
+                    decode: DecodeOptions {
+                        mode: spec.mode,
+                        ..decoder_opts.clone()
+                    },
+                    gpu: gpu_opts.clone(),
+                    wait: spec.wait,
+                    images: spec.images,
+                    gpu_read: Duration::from_millis(a.gpu_read_ms),
+                    truth: truth.clone(),
+                    display_of: display_of.clone(),
+                    chosen: a.frame,
+                })?;
+                let driver = format!(
+                    "{} ({})",
+                    run.decoder.device.driver, run.decoder.device.card
+                );
+                ArmRun {
+                    decoder: serde_json::to_value(&run.decoder)?,
+                    driver,
+                    frames: run.frames,
+                    shots: run
+                        .shots
+                        .into_iter()
+                        .map(|s| (ImportPath::Kwin, s))
+                        .collect(),
+                    layout: run.layout,
+                    buffers: run.buffers,
+                    images_created: BTreeMap::from([(
+                        ImportPath::Kwin.name().to_string(),
+                        run.images_created,
+                    )]),
+                    stats: Some(run.stats),
                 }
             }
+            (Pipeline::MpvKwin, None, _) => {
+                bail!("--pipeline mpv-kwin needs a stream and a decoder, not --synthetic")
+            }
+            (Pipeline::Direct, _, _) => {
+                let mut s = Sampler::new(
+                    &mut gpu,
+                    paths.clone(),
+                    spec.images,
+                    spec.sample_at,
+                    spec.wait,
+                    !a.no_rgb,
+                    a.frame,
+                );
+                s.truth = truth.clone();
+                s.display_of = display_of.clone();
+                let (decoder, driver) = match (&a.input, a.synthetic) {
+                    (Some(input), _) => {
+                        let opts = DecodeOptions {
+                            mode: spec.mode,
+                            wait_committed: spec.sample_at == SampleAt::Committed,
+                            ..decoder_opts.clone()
+                        };
+                        let r = decode::decode(input, &opts, &mut DecodeHook(&mut s))?;
+                        let driver = format!("{} ({})", r.device.driver, r.device.card);
+                        (serde_json::to_value(&r)?, driver)
+                    }
+                    (None, Some(n)) => (
+                        run_synthetic(&mut s, n, a.size, a.sizeimage, a.fault, a.yuv.as_deref())?,
+                        "synthetic".to_string(),
+                    ),
+                    (None, None) => unreachable!("checked above"),
+                };
+                let frames = std::mem::take(&mut s.frames);
+                let shots = std::mem::take(&mut s.shots).into_iter().collect();
+                let layout = s.layout;
+                let buffers = s.buffers.len();
+                drop(s);
+                ArmRun {
+                    decoder,
+                    driver,
+                    frames,
+                    shots,
+                    layout,
+                    buffers,
+                    images_created: paths
+                        .iter()
+                        .map(|&p| (p.name().to_string(), gpu.images_created(p) - before[&p]))
+                        .collect(),
+                    stats: None,
+                }
+            }
+        };
+        let mut summary = BTreeMap::new();
+        let mut rgb_off = BTreeMap::new();
+        for f in &arm.frames {
+            for pv in &f.paths {
+                summary
+                    .entry(pv.import.name().to_string())
+                    .or_insert_with(Counts::default)
+                    .add(pv.verdict.class);
+                let off = pv.rgb.iter().any(|r| r.over_tolerance > 0);
+                *rgb_off.entry(pv.import.name().to_string()).or_insert(0) += usize::from(off);
+            }
         }
+        let ground_truth = if arm.driver.starts_with("visl ") {
+            for f in &mut arm.frames {
+                f.decode_ok = None;
+            }
+            TruthInfo {
+                status: "n/a".into(),
+                source: None,
+                reason: Some(
+                    "visl draws a test pattern instead of decoding: nothing to compare".into(),
+                ),
+            }
+        } else if let Some(t) = &truth {
+            TruthInfo {
+                status: "compared".into(),
+                source: Some(t.path.display().to_string()),
+                reason: None,
+            }
+        } else {
+            TruthInfo {
+                status: "n/a".into(),
+                source: None,
+                reason: Some(if a.input.is_some() {
+                    "no framemd5 beside the stream (scripts/make-streams.sh) and no --framemd5"
+                        .into()
+                } else {
+                    "made-up pictures: no --framemd5".into()
+                }),
+            }
+        };
+        let decoder_wrong = (ground_truth.status == "compared").then(|| {
+            arm.frames
+                .iter()
+                .filter(|f| f.decode_ok != Some(true))
+                .count()
+        });
+        let verdict = ArmVerdict::judge(
+            arm.frames
+                .iter()
+                .filter_map(|f| f.paths.first())
+                .map(|p| &p.verdict),
+        );
+        let mut report = ArmReport {
+            schema: SCHEMA,
+            input: input_name.clone(),
+            mode: spec.mode.map(|m| m.name().to_string()),
+            pipeline: spec.pipeline,
+            sample_at: spec.sample_at,
+            consumer_wait: spec.wait,
+            wait_readers: spec.wait_readers,
+            images: spec.images,
+            decoder: arm.decoder,
+            decoder_driver: arm.driver,
+            gpu: gpu.info.clone(),
+            implicit_sync: implicit.clone(),
+            imports,
+            layout: arm.layout,
+            buffers: arm.buffers,
+            images_created: arm.images_created,
+            summary,
+            rgb_off,
+            busy: BusyCounts::of(&arm.frames),
+            ground_truth,
+            decoder_wrong,
+            frames: arm.frames,
+            pngs: Vec::new(),
+            pipeline_stats: arm.stats,
+            verdict,
+        };
+        if let (Some(dir), Some(l)) = (&a.evidence, arm.layout) {
+            for (p, shot) in &arm.shots {
+                let file = format!("frame-{}-{}.png", report.label(), p.name());
+                let (w, h, img) = evidence::triptych(
+                    &shot.cpu,
+                    &shot.gpu,
+                    geometry(&l),
+                    (l.visible_width, l.visible_height),
+                    [
+                        &format!("CPU VIEW FRAME {}", shot.frame),
+                        &format!("GPU {}: {}", p.name(), shot.class),
+                        &format!("DIFF\n{}", report.label()),
+                    ],
+                );
+                evidence::write_png(&dir.join(&file), w, h, &img)?;
+                report.pngs.push(file);
+            }
+            report.pngs.sort();
+        }
+        report.print();
+        reports.push(report);
     }
     gpu.forget_all();
 
@@ -530,7 +606,7 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", j.display()))?;
     }
     if let Some(dir) = &a.evidence {
-        write_evidence(dir, &reports)?;
+        crate::arm::write_evidence(dir, &reports)?;
         println!("evidence written to {}", dir.display());
     }
     if a.strict {
@@ -545,87 +621,5 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
             bail!("--strict: {bad} sampled frames not correct, {rgb} RGB readbacks off by more than {}, {wrong} frames differ from the ground truth", gpu::RGB_TOLERANCE);
         }
     }
-    Ok(())
-}
-
-fn write_evidence(dir: &Path, reports: &[ArmReport]) -> Result<()> {
-    let mut rows = Vec::new();
-    for r in reports {
-        let name = format!("arm-{}.json", r.label());
-        std::fs::write(dir.join(&name), serde_json::to_string_pretty(r)?)
-            .with_context(|| format!("cannot write {}", dir.join(&name).display()))?;
-        for (p, c) in &r.summary {
-            rows.push(evidence::Row {
-                mode: r.mode.clone().unwrap_or_else(|| "unchanged".into()),
-                sample_at: r.sample_at.name().into(),
-                latch: if r.latch == Latch::Poll {
-                    "poll"
-                } else {
-                    "none"
-                }
-                .into(),
-                busy: (r.sample_at == SampleAt::Queued).then_some((
-                    r.busy.busy,
-                    r.busy.busy_held,
-                    r.busy.busy_raced,
-                )),
-                images: r.images.name().into(),
-                import: p.clone(),
-                counts: c.clone(),
-                images_created: r.images_created.get(p).copied().unwrap_or(0),
-                buffers: r.buffers,
-                rgb_off: r.rgb_off.get(p).copied().unwrap_or(0),
-                decoder_wrong: r.decoder_wrong,
-                fenced: r.decoder["summary"]["fences_pending_vb2_resv"]
-                    .as_u64()
-                    .map(|n| n as usize),
-            });
-        }
-    }
-    let mut md = String::from("# vb2_resv: what the GPU sampled, per arm\n\n");
-    if let Some(r) = reports.first() {
-        let g = &r.gpu;
-        md.push_str(&format!(
-            "- input: `{}`\n- decoder: {}\n- GPU: {} (DRM driver: {}; render node: {}), {} via {}, EGL {} {}\n- GPU waits for dma-buf fences (implicit sync): {}\n- ground truth: {}\n- EGL imports: {}\n",
-            r.input,
-            r.decoder_driver,
-            g.gl_renderer,
-            g.drm_driver.as_deref().unwrap_or("none"),
-            g.render_node.as_deref().unwrap_or("none"),
-            g.gl_version,
-            g.platform,
-            g.egl_vendor,
-            g.egl_version,
-            g.implicit_sync_reason,
-            match (&r.ground_truth.source, &r.ground_truth.reason) {
-                (Some(src), _) => format!("ffmpeg's framemd5 `{src}` (decoder wrong: frames whose CPU view differs)"),
-                (None, Some(why)) => format!("n/a: {why}"),
-                (None, None) => "n/a".into(),
-            },
-            r.imports
-                .iter()
-                .map(|i| format!(
-                    "{} = {} (modifier {})",
-                    i.path.name(),
-                    i.formats.join(" + "),
-                    i.modifier.as_deref().unwrap_or("none: implicit linear")
-                ))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ));
-        if let Some(l) = &r.layout {
-            md.push_str(&format!(
-                "- CAPTURE: NV12 {}x{} (visible {}x{}), stride {}, chroma at {}, {} bytes\n",
-                l.width, l.height, l.visible_width, l.visible_height, l.stride, l.uv_offset, l.size
-            ));
-        }
-    }
-    md.push_str("- races (`sentinel`, `torn`) are classified on the `kwin` path (raw R8 + GR88 planes, byte for byte) only: the `external` path goes through the driver's YUV to RGB conversion and back, and the random sentinel is outside the YUV gamut, so a clamping sampler turns an early read into `mismatch`\n");
-    md.push_str("- busy at read: samples taken after queueing that began while QUERYBUF showed the buffer QUEUED and not DONE (the decoder provably still owned it); busy, held: of those, the buffer was DONE when the read ended and the GPU got the finished picture (the reader was held until the decode ended); busy, raced: it read `sentinel` or `torn`. A fence works only where busy > 0, busy, held = busy and busy, raced = 0\n");
-    md.push('\n');
-    md.push_str(&evidence::markdown_table(&rows));
-    md.push_str("\nColumns: docs/rfc-evidence.md. Per-frame detail: the arm-*.json files; triptychs: frame-*.png.\n");
-    std::fs::write(dir.join("table.md"), md)
-        .with_context(|| format!("cannot write {}", dir.join("table.md").display()))?;
     Ok(())
 }

@@ -162,7 +162,7 @@ egl_race_run() {
 	shift 2
 	"$EGL_VB2R" verify "$EGL_STREAM" --device "$dev" --import kwin --frames 8 --no-rgb --async-queue \
 		--implicit-sync-hold-ms 0 --modes off,queue --json "$out" "$@" >/dev/null || fail "visl race run failed ($*)"
-	jq -r '.[] | "\(.mode) \(.sample_at) latch \(.latch): \(.summary.kwin) busy \(.busy)"' "$out"
+	jq -r '.[] | "\(.mode) \(.sample_at) wait \(.consumer_wait): \(.summary.kwin) busy \(.busy)"' "$out"
 }
 
 t_verifier_classify() {
@@ -178,10 +178,10 @@ t_verifier_classify() {
 	# Right after queueing (the request handed to the queue thread, visl still busy with the
 	# previous job): no latch (llvmpipe does no implicit sync, so it races in both modes), and
 	# KWin's latch, poll(POLLIN) on the dma-buf before the GPU reads.
-	egl_race_run "$dev" /tmp/race.json --sample-at queued --latch none,poll
+	egl_race_run "$dev" /tmp/race.json --sample-at queued --consumer-wait none,poll
 	for i in 0 1 2 3; do
 		m=$(jq -r ".[$i].mode" /tmp/race.json)
-		l=$(jq -r ".[$i].latch" /tmp/race.json)
+		l=$(jq -r ".[$i].consumer_wait" /tmp/race.json)
 		bad=$(jq "[.[$i].frames[].paths[].class | select(. != \"correct\" and . != \"sentinel\" and . != \"torn\")] | length" /tmp/race.json)
 		[ "$bad" = 0 ] || fail "arm $m/$l: frames that are neither correct, sentinel nor torn"
 		racy=$(($(egl_count /tmp/race.json kwin sentinel $i) + $(egl_count /tmp/race.json kwin torn $i)))
@@ -202,7 +202,7 @@ t_verifier_classify() {
 			# every busy sample was held until the buffer was DONE, then read it correctly.
 			[ "$racy" = 0 ] || fail "mode queue, latch poll: $racy samples raced despite the fence"
 			[ "$(jq ".[$i].busy.busy_held" /tmp/race.json)" = "$busy" ] || fail "mode queue, latch poll: busy samples not held"
-			[ "$(jq "[.[$i].frames[] | select(.sample.busy_before) | .sample.latch_wait_us | select(. < 100000)] | length" /tmp/race.json)" = 0 ] ||
+			[ "$(jq "[.[$i].frames[] | select(.sample.busy_before) | .sample.wait.waited_us | select(. < 100000)] | length" /tmp/race.json)" = 0 ] ||
 				fail "mode queue, latch poll: a busy sample's latch waited less than 100 ms"
 			;;
 		esac

@@ -162,6 +162,7 @@ pub fn classify_rgb(shot: &[u8], c: &Candidates<'_>) -> Result<(Verdict, u8)> {
         cpu: &cpu,
         sentinel: sentinel.as_deref(),
         previous: &prev_refs,
+        later: &[],
         error: false,
     })
     .map_err(|e| anyhow!("{e}"))?;
