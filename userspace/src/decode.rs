@@ -20,12 +20,12 @@
 
 use crate::h264::{self, Picture, Stream};
 use crate::kmod::{Mode, ModuleGuard};
+pub use crate::layout::Nv12Layout;
 use crate::probe;
 use crate::report::{self, DecodeReport};
 use crate::request_queue::{QueueAck, QueueThread};
 use crate::sys;
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -39,24 +39,6 @@ use v4l2r::controls::{AsV4l2ControlSlice, SafeExtControl};
 use v4l2r::ioctl::{self, BufferFlags, CtrlWhich, ExpbufFlags, QBufPlane, QBuffer, Request};
 use v4l2r::memory::{MemoryType, MmapHandle};
 use v4l2r::{PixelFormat, QueueType};
-
-/// The layout of an NV12 CAPTURE buffer: one plane, Y then interleaved CbCr at `uv_offset`.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-pub struct Nv12Layout {
-    /// Coded (driver-aligned) size.
-    pub width: u32,
-    pub height: u32,
-    pub visible_width: u32,
-    pub visible_height: u32,
-    /// bytesperline of the Y and CbCr planes.
-    pub stride: u32,
-    /// stride * height.
-    pub uv_offset: u32,
-    /// sizeimage (hantro appends its motion-vector area after the picture).
-    pub size: u32,
-    /// DRM_FORMAT_MOD_LINEAR: V4L2 has no modifiers.
-    pub modifier: u64,
-}
 
 /// One CAPTURE buffer, exported once with EXPBUF and kept for the whole run (as ffmpeg does).
 pub struct CaptureBuffer {
