@@ -5,7 +5,7 @@
 //! as the one list), the kernel build tree a module would be built against (its `rust/`
 //! artefacts, from which rustc, for which machine), the stateless H.264 decoders and the one
 //! `verify` would pick (probe.rs), the DRM render nodes (panfrost), `dma-coherent` in the device
-//! tree, Mesa's EGL with its dma-buf import extensions (gpu.rs, the verifier's own EGL set-up),
+//! tree, Mesa's EGL with its dma-buf import extensions (gpu/, the verifier's own EGL set-up),
 //! and vb2_resv (loaded, mode, attached to the decoder).
 //!
 //! Exit status: 0 whenever the checks ran, whatever they found (the problems are the output:

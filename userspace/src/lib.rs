@@ -3,6 +3,7 @@
 //! - [`sys`]: dma-buf, sync_file, vgem and dma-heap ioctls (no crate covers them).
 //! - [`kmod`]: the `/dev/vb2_resv` control device of the kernel module.
 //! - [`v4l2`]: a small CAPTURE/OUTPUT queue driver over v4l2r's ioctl layer.
+//! - [`layout`]: the NV12 layout of a CAPTURE buffer (decoder, report and samplers share it).
 //! - [`h264`]: Annex-B H.264 parsing, POC, DPB and reference lists, and the V4L2 stateless
 //!   H.264 controls built from them.
 //! - [`decode`]: the stateless decoder loop over the media request API, with per-frame fence
@@ -26,6 +27,7 @@ pub mod gpu;
 pub mod h264;
 pub mod implicit;
 pub mod kmod;
+pub mod layout;
 pub mod pipeline;
 pub mod present;
 pub mod probe;

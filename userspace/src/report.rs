@@ -2,7 +2,7 @@
 //! `--json FILE` (schema: docs/report-format.md, `schema` = [`SCHEMA`]) and printed as a
 //! summary table.
 
-use crate::decode::Nv12Layout;
+use crate::layout::Nv12Layout;
 use serde::Serialize;
 use std::fmt::Write;
 

@@ -3,8 +3,8 @@
 //! misbehaves in a chosen way (`--fault`). It proves the GPU path, the classifier and the ground
 //! truth end to end where no decoder is (or on a new GPU).
 
-use crate::decode::Nv12Layout;
 use crate::gpu;
+use crate::layout::Nv12Layout;
 use crate::sampler::{NvBuffer, Sampler};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;

@@ -1,4 +1,4 @@
-# The verifier's GPU half: `vb2-resv verify` (userspace/src/{gpu,classify,verify,evidence}.rs)
+# The verifier's GPU half: `vb2-resv verify` (userspace/src/gpu/, {classify,verify,evidence}.rs)
 # samples every CAPTURE dma-buf through EGL (Mesa's llvmpipe on the surfaceless platform here)
 # and classifies what the GPU saw against the CPU view.
 # shellcheck shell=bash

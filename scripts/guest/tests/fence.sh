@@ -1,5 +1,5 @@
 # The module's semantics, checked the way a consumer sees them (vb2r-qtest does the V4L2 and
-# dma-buf work; see userspace/src/bin/vb2r-qtest.rs).
+# dma-buf work; see qtest/src/).
 # shellcheck shell=bash
 
 t_fence_absent_without_module() {

@@ -1,6 +1,6 @@
 # The module where a fence could end while the hardware still owns its buffer, or where unload
 # could pull code or tables from under a task (issue: "no fence may end before the hardware is
-# done"). vb2r-qtest (userspace/src/bin/vb2r-qtest/races.rs) does the V4L2 work.
+# done"). vb2r-qtest (qtest/src/races.rs) does the V4L2 work.
 # shellcheck shell=bash
 TEST_TIMEOUT[stress.rmmod-cycles]=900
 TEST_TIMEOUT[stress.random-ops]=600

@@ -1,4 +1,4 @@
-# The verifier's decoder half on visl: `vb2-resv decode` (userspace/src/decode.rs) drives visl's
+# The verifier's decoder half on visl: `vb2-resv decode` (userspace/src/decode/) drives visl's
 # stateless H.264 interface the way ffmpeg's v4l2-request hwaccel drives hantro.
 # shellcheck shell=bash
 
