@@ -382,6 +382,9 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
     // sample "right after queueing" is taken after the decode, and would prove nothing.
     let early =
         a.sample_at.contains(&SampleAt::Queued) || a.sample_at.contains(&SampleAt::Committed);
+    if a.sample_at.contains(&SampleAt::Committed) && a.decoder.queue_after_sample.is_some() {
+        bail!("--sample-at committed waits for the driver to take the request; --queue-after-sample holds it back until the sample: use one of them");
+    }
     if a.input.is_some() && a.sample_at.contains(&SampleAt::Committed) && !a.decoder.async_queue {
         bail!("--sample-at committed needs --async-queue (it waits for the queue thread's MEDIA_REQUEST_IOC_QUEUE)");
     }

@@ -10,6 +10,7 @@ PIPE_BIG="$VB2R_REPO/build/streams/high-1920x1080.h264"
 TEST_TIMEOUT[verifier.consumer-wait]=900
 TEST_TIMEOUT[verifier.pipeline.reverse-hazard]=600
 TEST_TIMEOUT[verifier.geometry.pinetab2]=900
+TEST_TIMEOUT[verifier.demo]=600
 
 pipe_need() {
 	[ -x "$PIPE_VB2R" ] || fail "$PIPE_VB2R not built"
@@ -47,23 +48,25 @@ t_verifier_consumer_wait() {
 	# before the job starts sees the sentinel, one after it the finished picture.
 	dev=$(egl_visl visl_transtime_ms=500)
 	insmod_vb2r attach=visl mode=strict || fail "insmod vb2_resv"
-	# 1. Right after the request is handed to the queue thread (the job may not be committed):
-	#    no fence (off) races whatever the consumer waits for; the RFC v1 fence (armed at QBUF)
-	#    holds a consumer that waits for it (poll as KWin, sync-file), not one that does not
-	#    (none: llvmpipe does no implicit sync).
+	# 1. Right after the request is handed over, while its job waits for the hardware (the
+	#    queue thread queues it once the sample is done, or after 1 s: a busy decoder; visl
+	#    alone never makes a job wait). No fence (off): every consumer reads the sentinel. The
+	#    RFC v1 fence (mode queue, armed at QBUF) holds a consumer that waits for it (poll as
+	#    KWin, sync-file), not one that does not (none: llvmpipe does no implicit sync). Mode
+	#    strict arms at the job's commit, by upstream's rule: before it there is nothing to wait
+	#    for, and the report shows no fence at any of those reads.
 	"$PIPE_VB2R" verify "$PIPE_STREAM" --device "$dev" --frames 8 --no-rgb --async-queue \
-		--implicit-sync-hold-ms 0 --modes off,queue --sample-at queued \
+		--queue-after-sample 1000 --implicit-sync-hold-ms 0 --modes off,queue,strict --sample-at queued \
 		--consumer-wait none,poll,sync-file --json $j >/tmp/cw1.log || fail "verify (queued) failed: $(tail -3 /tmp/cw1.log)"
 	grep '^verdict' /tmp/cw1.log
-	for i in 0 1 2 3 4 5; do
+	for i in 0 1 2 3 4 5 6 7 8; do
 		arm=$(pipe_arm $j $i)
 		racy=$(pipe_classes $j $i sentinel torn)
 		case $arm in
-		off/*)
-			[ "$racy" -gt 0 ] || fail "arm $arm: no frame raced visl (no fence: nothing can hold the read)"
+		off/* | queue/queued/none | strict/*)
+			[ "$racy" = 8 ] || fail "arm $arm: $racy of 8 frames raced visl (the read came first every time: all must)"
 			[ "$(jq -r ".[$i].verdict.verdict" $j)" = forward ] || fail "arm $arm: verdict is not 'forward'"
 			;;
-		queue/queued/none) ;;
 		queue/*)
 			pipe_all_correct $j $i
 			busy=$(jq ".[$i].busy.busy" $j)
@@ -71,6 +74,12 @@ t_verifier_consumer_wait() {
 			[ "$busy" -gt 0 ] && [ "$held" = "$busy" ] ||
 				fail "arm $arm: $held of $busy samples taken while visl owned the buffer were held until it was done"
 			[ "$(jq -r ".[$i].verdict.verdict" $j)" = none ] || fail "arm $arm: verdict is not 'none'"
+			;;
+		esac
+		case $arm in
+		strict/*)
+			[ "$(jq "[.[$i].frames[] | select(.sample.fence_pending)] | length" $j)" = 0 ] ||
+				fail "arm $arm: a fence before the job was committed (strict must not arm one)"
 			;;
 		esac
 		echo "arm $arm: $racy of 8 raced"
@@ -163,4 +172,24 @@ t_verifier_geometry_pinetab2() {
 	pipe_all_correct $j 0
 	echo "synthetic (hantro sizeimage) and visl at 1920x1088: every frame byte for byte; uv offset one row early: mismatch"
 	rmmod visl
+}
+
+t_verifier_demo() {
+	pipe_need
+	local st=/tmp/demo-test/evidence/stories.md n
+	cleanup_modules
+	# `make demo`'s guest half, as it runs there (scripts/guest/demo.sh), into a scratch dir.
+	VB2R_DEMO_OUT=/tmp/demo-test "$VB2R_REPO/scripts/guest/demo.sh" >/tmp/demo-test.log 2>&1 ||
+		fail "the demo failed: $(tail -5 /tmp/demo-test.log)"
+	[ -f "$st" ] || fail "the demo wrote no stories.md"
+	cat "$st"
+	grep -q '^| story |' /tmp/demo-test/evidence/table.md || fail "table.md does not start with the stories"
+	# The four stories in order, each with its expected verdict.
+	n=$(grep -c '^| [1-4] |' "$st")
+	[ "$n" = 5 ] || fail "$n story rows, want 5 (stories 1, 2 twice, 3, 4)"
+	[ "$(grep '^| [1-4] |' "$st" | cut -d'|' -f2 | tr -d ' ' | tr -d '\n')" = 12234 ] || fail "the stories are not in order 1, 2, 2, 3, 4"
+	grep '^| [1-4] |' "$st" | grep -v '| yes |$' && fail "a story without its expected verdict"
+	grep -q '^| 1 | .* | forward | forward |' "$st" || fail "story 1 is not a forward race"
+	grep -q '^| 3 | .* | reverse | reverse |' "$st" || fail "story 3 is not the reverse hazard"
+	return 0
 }

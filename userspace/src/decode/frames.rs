@@ -210,7 +210,9 @@ pub(super) fn run(
         // Would a reader that looks now (a compositor handed the buffer at this point)
         // find the dma-buf readable? A zero-timeout poll(POLLIN).
         let (_, readable_after_queue) = sys::poll_in(s.captures[buf].dmabuf(), Duration::ZERO)?;
-        hook.queued(i, &s.captures[buf])?;
+        let sampled = hook.queued(i, &s.captures[buf]);
+        s.open_gates();
+        sampled?;
         f.inflight.push_back(InFlight {
             frame: i,
             buf,

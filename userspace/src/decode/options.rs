@@ -43,6 +43,11 @@ pub struct DecoderArgs {
     /// is already done; with it visl decodes while this thread goes on, as hardware would.
     #[arg(long)]
     pub async_queue: bool,
+    /// With --async-queue: queue each request only after its frame's GPU sample (or after MS
+    /// ms): the job waits for the hardware, as behind earlier jobs on a busy decoder (visl
+    /// never makes a job wait: it runs it inside the call that queues it).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub queue_after_sample: Option<u64>,
 }
 
 impl DecoderArgs {
@@ -54,12 +59,16 @@ impl DecoderArgs {
         if self.frames == Some(0) {
             bail!("--frames must be at least 1");
         }
+        if self.queue_after_sample.is_some() && !self.async_queue {
+            bail!("--queue-after-sample needs --async-queue (the queue thread holds the request)");
+        }
         Ok(DecodeOptions {
             device: self.device.clone(),
             media: self.media.clone(),
             frames: self.frames,
             in_flight: self.in_flight,
             async_queue: self.async_queue,
+            queue_after_sample: self.queue_after_sample.map(Duration::from_millis),
             ..Default::default()
         })
     }
@@ -88,6 +97,11 @@ pub struct DecodeOptions {
     /// driver has taken the request (the job is committed), not as soon as it is handed to the
     /// queue thread.
     pub wait_committed: bool,
+    /// With `async_queue`: the queue thread queues each request only once the picture's
+    /// `queued` hook has returned (its GPU sample is done), or after this long: a decoder busy
+    /// with earlier jobs, as hardware is and visl never is (it runs a job inside the call that
+    /// queues it, and the media request lock serialises those calls).
+    pub queue_after_sample: Option<Duration>,
     /// Show a progress bar on stderr.
     pub progress: bool,
     /// How long to wait for one frame before giving up.
@@ -105,6 +119,7 @@ impl Default for DecodeOptions {
             in_flight: 3,
             async_queue: false,
             wait_committed: false,
+            queue_after_sample: None,
             progress: false,
             frame_timeout: Duration::from_secs(10),
         }

@@ -270,6 +270,11 @@ impl Session {
         self.max_in_flight = self.max_in_flight.max(busy);
         let slot = &mut self.outputs[slot_i];
         if let Some(qt) = self.queue_thread.as_mut() {
+            let gate = self.queue_after_sample.map(|limit| {
+                let (go, wait) = std::sync::mpsc::channel();
+                self.gates.push(go);
+                (wait, limit)
+            });
             let req = slot
                 .request
                 .take()
@@ -277,7 +282,7 @@ impl Session {
             qt.tx
                 .as_ref()
                 .ok_or_else(|| anyhow!("request-queue thread gone"))?
-                .send((slot_i, frame, req))
+                .send((slot_i, frame, req, gate))
                 .map_err(|_| anyhow!("request-queue thread gone"))?;
             *qt.outstanding.entry(frame).or_default() += 1;
             if self.wait_committed {

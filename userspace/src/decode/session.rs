@@ -47,6 +47,10 @@ pub(super) struct Session {
     pub(super) hold: bool,
     /// [`DecodeOptions::wait_committed`].
     pub(super) wait_committed: bool,
+    /// [`DecodeOptions::queue_after_sample`], and the gates of the requests handed over for
+    /// the current picture (opened after its `queued` hook).
+    pub(super) queue_after_sample: Option<Duration>,
+    pub(super) gates: Vec<std::sync::mpsc::Sender<()>>,
     pub(super) outputs: Vec<OutputSlot>,
     pub(super) out_size: usize,
     pub(super) captures: Vec<CaptureBuffer>,
@@ -76,6 +80,13 @@ pub(super) struct Dequeued {
 }
 
 impl Session {
+    /// Lets the queue thread queue the requests held for the picture just sampled.
+    pub(super) fn open_gates(&mut self) {
+        for g in self.gates.drain(..) {
+            let _ = g.send(());
+        }
+    }
+
     pub(super) fn open(
         node: &probe::VideoNode,
         media_path: &Path,
@@ -365,6 +376,8 @@ impl Session {
             annex_b,
             hold,
             wait_committed: opts.wait_committed,
+            queue_after_sample: opts.queue_after_sample,
+            gates: Vec::new(),
             outputs,
             out_size,
             captures,

@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 /// How long the decoder waits for the compositor to release a buffer when it has nothing else.
-const RELEASE_WAIT: Duration = Duration::from_secs(10);
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
 /// One decoded frame as the CPU saw it after DQBUF.
 pub struct Decoded {

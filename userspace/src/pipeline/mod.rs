@@ -115,8 +115,13 @@ pub fn run_mpv_kwin(a: MpvKwinArgs<'_>) -> Result<Run> {
     let outcome = comp
         .join()
         .map_err(|_| anyhow!("the compositor thread panicked"))?;
+    // The compositor's failure first: a decoder that waited for a release it never got failed
+    // because of it.
+    let outcome = match (outcome, &decoded) {
+        (Err(e), Err(d)) => return Err(e.context(format!("(the decoder then failed: {d:#})"))),
+        (o, _) => o?,
+    };
     let decoder = decoded?;
-    let outcome = outcome?;
 
     let mut frames = Vec::new();
     let mut shots: Vec<Shot> = Vec::new();
