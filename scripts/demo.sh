@@ -32,8 +32,8 @@ cat "$out/demo.log"
 rm -rf "$REPO/evidence"
 cp -r "$out/evidence" "$REPO/evidence"
 echo
-echo "=== the evidence table (evidence/table.md)"
-cat "$REPO/evidence/table.md"
+echo "=== the four stories (evidence/stories.md; per-arm tables in evidence/table.md)"
+cat "$REPO/evidence/stories.md"
 echo
 echo "demo output kept in $out/; evidence (table, JSON reports, PNG triptychs) in $REPO/evidence/:"
 ls "$REPO/evidence"

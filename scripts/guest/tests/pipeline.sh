@@ -149,7 +149,7 @@ t_verifier_pipeline_reverse_hazard() {
 
 t_verifier_geometry_pinetab2() {
 	pipe_need
-	local dev j=/tmp/geo.json s=/tmp/geo-syn.json u=/tmp/geo-uv.json
+	local dev j=/tmp/geo.json s=/tmp/geo-syn.json u=/tmp/geo-uv.json png
 	[ -f "$PIPE_BIG" ] || fail "no $PIPE_BIG (make test generates it: scripts/make-streams.sh --big)"
 	# The synthetic decoder with hantro's CAPTURE layout: NV12 1920x1088 coded, 1080 visible,
 	# stride 1920, chroma at 2088960, sizeimage 3655712 (motion vectors after the chroma).
@@ -165,8 +165,14 @@ t_verifier_geometry_pinetab2() {
 	[ "$(jq -r '.[0].verdict.verdict' $u)" = layout ] || fail "a wrong chroma offset is not a 'layout' verdict"
 	# visl at 1920x1088 (its own sizeimage), three frames sampled after DQBUF: byte for byte.
 	dev=$(egl_visl)
+	rm -rf /tmp/geo-ev
 	"$PIPE_VB2R" verify "$PIPE_BIG" --device "$dev" --frames 3 --no-rgb --json $j --strict \
-		--implicit-sync-hold-ms 0 >/tmp/geo2.log || fail "visl 1920x1080: not byte for byte: $(tail -3 /tmp/geo2.log)"
+		--implicit-sync-hold-ms 0 --evidence /tmp/geo-ev >/tmp/geo2.log || fail "visl 1920x1080: not byte for byte: $(tail -3 /tmp/geo2.log)"
+	# The triptych: CPU view | GPU view | difference at the visible 1920x1080 (PNG IHDR).
+	png=$(ls /tmp/geo-ev/frame-*.png | head -1)
+	[ -n "$png" ] || fail "no triptych written"
+	[ "$(od -An -tu1 -j16 -N8 "$png" | tr -s ' ' | sed 's/^ //')" = "0 0 22 128 0 0 4 56" ] ||
+		fail "the triptych $png is not 5760x1080: $(od -An -tu1 -j16 -N8 "$png")"
 	[ "$(jq -c '.[0].layout | [.width, .height, .visible_height, .stride, .uv_offset]' $j)" = "[1920,1088,1080,1920,2088960]" ] ||
 		fail "visl layout is $(jq -c .[0].layout $j)"
 	pipe_all_correct $j 0
