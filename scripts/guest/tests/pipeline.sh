@@ -56,7 +56,7 @@ t_verifier_consumer_wait() {
 	#    strict arms at the job's commit, by upstream's rule: before it there is nothing to wait
 	#    for, and the report shows no fence at any of those reads.
 	"$PIPE_VB2R" verify "$PIPE_STREAM" --device "$dev" --frames 8 --no-rgb --async-queue \
-		--queue-after-sample 1000 --implicit-sync-hold-ms 0 --modes off,queue,strict --sample-at queued \
+		--queue-after-sample 3000 --implicit-sync-hold-ms 0 --modes off,queue,strict --sample-at queued \
 		--consumer-wait none,poll,sync-file --json $j >/tmp/cw1.log || fail "verify (queued) failed: $(tail -3 /tmp/cw1.log)"
 	grep '^verdict' /tmp/cw1.log
 	for i in 0 1 2 3 4 5 6 7 8; do
