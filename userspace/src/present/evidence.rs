@@ -98,17 +98,18 @@ pub fn write(
         rows.push(r);
     }
     let mut md = String::from("# vb2_resv: what the compositor showed, per run\n\n");
-    md.push_str(
+    md.push_str(&format!(
         "`vb2-resv present` (docs/verifier.md): every frame decoded on the V4L2 decoder, presented \
          through zwp_linux_dmabuf_v1 as mpv's dmabuf-wayland output does, captured after its \
          wp_presentation feedback and classified against the CPU view in RGB (tolerance \
-         2 code values per channel). Columns as in docs/rfc-evidence.md, with: `GPU samples at` = \
+         {} code values per channel). Columns as in docs/rfc-evidence.md, with: `GPU samples at` = \
          `presented` (the compositor's capture after the frame's presentation feedback), \
          `latch` = `compositor` (whatever the compositor waits for), `EGLImages` = `per \
          wl_buffer` (the compositor imports each buffer once), `import` = the compositor as it \
          reports its version, and the picture and its descriptor; `images created / buffers` = \
          wl_buffers created / CAPTURE buffers used.\n\n",
-    );
+        super::capture::TOLERANCE
+    ));
     for r in &rows {
         md.push_str(&format!(
             "- `{}`: decoder {}; hand-over: {}\n",
@@ -128,4 +129,55 @@ pub fn write(
     let out = dir.join("present.md");
     std::fs::write(&out, md).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(label: &str, mode: &str, class: &str, n: usize) -> EvidenceRow {
+        EvidenceRow {
+            label: label.into(),
+            mode: Some(mode.into()),
+            compositor: "weston 10.0.1".into(),
+            picture: "64x32 in 64x32, 2 planes, chroma at 2048".into(),
+            decoder: "visl (visl)".into(),
+            hand_over: "n commits".into(),
+            classes: [(class.to_string(), n)].into_iter().collect(),
+            wl_buffers: 3,
+            capture_buffers: 3,
+            rgb_off: 0,
+            fenced: 0,
+            triptych: Some(format!("present-{label}.png")),
+        }
+    }
+
+    #[test]
+    fn runs_add_up_to_one_table() {
+        let dir = std::env::temp_dir().join(format!("vb2r-present-ev-{}", std::process::id()));
+        std::fs::remove_dir_all(&dir).ok();
+        let img = (6, 2, vec![9u8; 6 * 2 * 3]);
+        for (l, m, c, n) in [
+            ("off-64x32", "off", "correct", 4),
+            ("strict-64x32", "strict", "mismatch", 2),
+        ] {
+            let r = row(l, m, c, n);
+            write(&dir, &r, &serde_json::json!({ "row": r }), Some(&img)).unwrap();
+        }
+        let md = std::fs::read_to_string(dir.join("present.md")).unwrap();
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.contains("| weston 10.0.1: 64x32 in "))
+            .collect();
+        assert_eq!(rows.len(), 2, "{md}");
+        assert!(rows[0].starts_with("| off | presented | compositor | per wl_buffer |"));
+        // frames 4, decoder wrong n/a, correct 4.
+        assert!(rows[0].contains(" | 4 | n/a | 4 | 0 |"), "{}", rows[0]);
+        assert!(rows[1].contains(" | 2 | n/a | 0 |"), "{}", rows[1]);
+        assert_eq!(
+            crate::evidence::png_info(&dir.join("present-strict-64x32.png")).unwrap(),
+            (6, 2, png::ColorType::Rgb)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
