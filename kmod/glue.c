@@ -113,10 +113,31 @@ void vb2r_enter_count(void)
 	atomic_inc(&vb2r_inflight);
 }
 
+/*
+ * Test aid for kmod.unload-blocked-clients: once unload has begun (the module is no longer
+ * live), a wrapper spins this long after it has dropped the in-flight count, before it returns:
+ * still on our text, but no longer counted. On a busy CPU a task can be preempted right there for
+ * as long; only the RCU-tasks wait after the drain (vb2r_wait_wrappers(), step 3) keeps unload
+ * from freeing the text under it, and this makes that window certain instead of rare.
+ * 0 (default): off.
+ */
+static uint test_unload_tail_ms;
+module_param(test_unload_tail_ms, uint, 0644);
+MODULE_PARM_DESC(test_unload_tail_ms, "test aid: during unload, spin this many milliseconds (at most 1000) in a hooked call after it has left the in-flight count (default: 0)");
+
+static atomic_t vb2r_tails = ATOMIC_INIT(0);
+
 void vb2r_exit_call(void)
 {
+	uint tail;
+
 	if (atomic_dec_and_test(&vb2r_inflight))
 		wake_up_all(&vb2r_inflight_wq);
+	tail = READ_ONCE(test_unload_tail_ms);
+	if (unlikely(tail) && !module_is_live(THIS_MODULE)) {
+		atomic_inc(&vb2r_tails);
+		mdelay(min(tail, 1000U));
+	}
 }
 
 static void vb2r_call_init(struct vb2r_call *c, enum vb2r_op op, struct file *file, u32 type)
@@ -548,6 +569,9 @@ void vb2r_wait_wrappers(void)
 	}
 	/* 3. A wrapper that dropped the counter may still be on its last instructions. */
 	synchronize_rcu_tasks();
+	if (READ_ONCE(test_unload_tail_ms))
+		pr_info("vb2_resv: test_unload_tail_ms: %d hooked call(s) spun during unload after leaving the in-flight count\n",
+			atomic_read(&vb2r_tails));
 }
 
 void vb2r_hooks_leak_all(void)

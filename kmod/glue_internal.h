@@ -13,7 +13,10 @@ struct inode;
 /* Serializes writers of the ioctl and media device tables (glue.c, glue_buf.c). */
 extern struct mutex vb2r_hooks_mutex;
 
-/* A wrapper starts / ends: vb2r_wait_wrappers() waits for the count to reach zero. */
+/*
+ * A wrapper starts / ends: vb2r_wait_wrappers() waits for the count to reach zero. With the
+ * test_unload_tail_ms test aid, vb2r_exit_call() spins after the decrement during unload.
+ */
 void vb2r_enter_count(void);
 void vb2r_exit_call(void);
 

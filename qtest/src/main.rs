@@ -110,10 +110,14 @@ enum Check {
         settle_ms: u64,
     },
     /// vivid streaming with threads asleep in DQBUF and threads contending for the queue lock,
-    /// for `seconds` (the shell unloads and reloads the module meanwhile): every thread returns.
+    /// for `seconds` or until `stop_file` exists (the shell unloads and reloads the module
+    /// meanwhile): every thread returns.
     BlockedClients {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Stop early once this file exists (the shell creates it after its last cycle).
+        #[arg(long)]
+        stop_file: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 3)]
         sleepers: u32,
         #[arg(long, default_value_t = 3)]
@@ -747,9 +751,10 @@ fn main() {
         Check::RequeueRace { cycles, settle_ms } => races::requeue_race(&cli, *cycles, *settle_ms),
         Check::BlockedClients {
             seconds,
+            stop_file,
             sleepers,
             hammers,
-        } => races::blocked_clients(&cli, *seconds, *sleepers, *hammers),
+        } => races::blocked_clients(&cli, *seconds, stop_file.as_deref(), *sleepers, *hammers),
         Check::Unbind { dev, streaming } => races::unbind(&cli, *dev, *streaming),
         Check::StreamonError => races::streamon_error(&cli),
         Check::StrictCapture => strict::capture(&cli),

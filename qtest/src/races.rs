@@ -220,9 +220,15 @@ pub(crate) fn requeue_race(cli: &Cli, cycles: u32, settle_ms: u64) -> Result<()>
 }
 
 /// Streams vivid with `sleepers` threads asleep in blocking DQBUFs on one fd and `hammers`
-/// threads contending for its queue lock (QUERYBUF), for `seconds`, while the shell unloads and
-/// reloads the module. Every thread must return.
-pub(crate) fn blocked_clients(cli: &Cli, seconds: f64, sleepers: u32, hammers: u32) -> Result<()> {
+/// threads contending for its queue lock (QUERYBUF), for `seconds` or until `stop_file` exists,
+/// while the shell unloads and reloads the module. Every thread must return.
+pub(crate) fn blocked_clients(
+    cli: &Cli,
+    seconds: f64,
+    stop_file: Option<&std::path::Path>,
+    sleepers: u32,
+    hammers: u32,
+) -> Result<()> {
     let s = setup(Dev::Vivid, cli)?;
     let mut cap = Queue::new(&s.dev, false)?;
     let n = cap.reqbufs(MemoryType::Mmap, 6)?;
@@ -269,7 +275,9 @@ pub(crate) fn blocked_clients(cli: &Cli, seconds: f64, sleepers: u32, hammers: u
                 Ok(())
             }));
         }
-        std::thread::sleep(Duration::from_secs_f64(seconds));
+        while t0.elapsed().as_secs_f64() < seconds && !stop_file.is_some_and(|f| f.exists()) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         stop.store(true, Ordering::Relaxed);
         for h in handles {
             h.join()

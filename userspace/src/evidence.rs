@@ -105,35 +105,95 @@ pub fn triptych(
         visible.1.min(g.height).max(1) as usize,
     );
     let cw = g.width as usize;
-    let a = nv12_to_rgb(cpu, g, Matrix::Bt601);
-    let b = nv12_to_rgb(gpu, g, Matrix::Bt601);
-    let w = vw * 3;
-    let mut img = vec![0u8; w * vh * 3];
     let y_len = g.y_len();
-    for y in 0..vh {
-        for x in 0..vw {
-            let src = (y * cw + x) * 3;
-            let dst = (y * w + x) * 3;
-            img[dst..dst + 3].copy_from_slice(&a[src..src + 3]);
-            img[dst + vw * 3..dst + vw * 3 + 3].copy_from_slice(&b[src..src + 3]);
-            // Difference: the largest byte difference of this pixel's Y and its CbCr pair, in
-            // red (brighter = larger); equal pixels show the CPU luma, dimmed.
+    let byte = |v: &[u8], i: usize| v.get(i).copied().unwrap_or(0);
+    compose(
+        &nv12_to_rgb(cpu, g, Matrix::Bt601),
+        &nv12_to_rgb(gpu, g, Matrix::Bt601),
+        cw,
+        (vw, vh),
+        // The largest byte difference of this pixel's Y and its CbCr pair, and the CPU luma.
+        |x, y| {
             let yi = y * cw + x;
             let ci = y_len + (y / 2) * cw + (x / 2) * 2;
-            let byte = |v: &[u8], i: usize| v.get(i).copied().unwrap_or(0);
             let d = [yi, ci, ci + 1]
                 .iter()
                 .map(|&i| byte(cpu, i).abs_diff(byte(gpu, i)))
                 .max()
                 .unwrap_or(0);
-            let px = if d == 0 {
-                let l = byte(cpu, yi) / 4;
+            (d, byte(cpu, yi))
+        },
+        labels,
+    )
+}
+
+/// The same triptych from two RGB8 pictures of `size` (a CPU view converted to RGB and what a
+/// compositor showed): the difference is the largest per-channel difference, and differences
+/// up to `tolerance` (the two YUV to RGB conversions' rounding) count as equal.
+pub fn triptych_rgb(
+    cpu: &[u8],
+    shown: &[u8],
+    size: (u32, u32),
+    tolerance: u8,
+    labels: [&str; 3],
+) -> (u32, u32, Vec<u8>) {
+    let (w, h) = (size.0.max(1) as usize, size.1.max(1) as usize);
+    let byte = |v: &[u8], i: usize| v.get(i).copied().unwrap_or(0);
+    compose(
+        cpu,
+        shown,
+        w,
+        (w, h),
+        |x, y| {
+            let i = (y * w + x) * 3;
+            let d = (i..i + 3)
+                .map(|k| byte(cpu, k).abs_diff(byte(shown, k)))
+                .max()
+                .unwrap_or(0);
+            let luma = (u32::from(byte(cpu, i)) * 77
+                + u32::from(byte(cpu, i + 1)) * 150
+                + u32::from(byte(cpu, i + 2)) * 29)
+                >> 8;
+            (if d <= tolerance { 0 } else { d }, luma as u8)
+        },
+        labels,
+    )
+}
+
+/// Lays out the three panels: `a` and `b` (RGB8, rows of `stride` pixels), `visible` pixels of
+/// each, and the difference panel from `diff(x, y)` = (difference, luma): equal pixels show the
+/// luma dimmed, differing ones red (brighter = larger); then the labels.
+fn compose(
+    a: &[u8],
+    b: &[u8],
+    stride: usize,
+    visible: (usize, usize),
+    diff: impl Fn(usize, usize) -> (u8, u8),
+    labels: [&str; 3],
+) -> (u32, u32, Vec<u8>) {
+    let (vw, vh) = visible;
+    let w = vw * 3;
+    let mut img = vec![0u8; w * vh * 3];
+    let px = |v: &[u8], i: usize| -> [u8; 3] {
+        v.get(i..i + 3)
+            .map(|p| [p[0], p[1], p[2]])
+            .unwrap_or([0; 3])
+    };
+    for y in 0..vh {
+        for x in 0..vw {
+            let src = (y * stride + x) * 3;
+            let dst = (y * w + x) * 3;
+            img[dst..dst + 3].copy_from_slice(&px(a, src));
+            img[dst + vw * 3..dst + vw * 3 + 3].copy_from_slice(&px(b, src));
+            let (d, luma) = diff(x, y);
+            let p = if d == 0 {
+                let l = luma / 4;
                 [l, l, l]
             } else {
                 [(96 + u32::from(d) * 2).min(255) as u8, 0, 0]
             };
             let o = dst + 2 * vw * 3;
-            img[o..o + 3].copy_from_slice(&px);
+            img[o..o + 3].copy_from_slice(&p);
         }
     }
     let scale = (vw / 320).clamp(1, 4);
@@ -369,6 +429,26 @@ mod tests {
         gpu[20 * 64 + 40] = 0; // visible this time
         let (_, _, img) = triptych(&cpu, &gpu, g, (60, 30), ["", "", ""]);
         assert!(red(&img));
+    }
+
+    #[test]
+    fn rgb_triptych_tolerance() {
+        let cpu = vec![100u8; 8 * 4 * 3];
+        let mut shown = cpu.clone();
+        shown[(2 * 8 + 5) * 3] = 102; // within the tolerance
+        let (w, h, img) = triptych_rgb(&cpu, &shown, (8, 4), 2, ["", "", ""]);
+        assert_eq!((w, h), (24, 4));
+        let red = |img: &[u8]| {
+            (0..4).any(|y| {
+                (16..24).any(|x| img[(y * 24 + x) * 3 + 1] == 0 && img[(y * 24 + x) * 3] >= 96)
+            })
+        };
+        assert!(!red(&img));
+        shown[(3 * 8 + 6) * 3 + 2] = 140;
+        let (_, _, img) = triptych_rgb(&cpu, &shown, (8, 4), 2, ["", "", ""]);
+        assert!(red(&img));
+        // The middle panel is what was shown.
+        assert_eq!(img[(3 * 24 + 8 + 6) * 3 + 2], 140);
     }
 
     #[test]

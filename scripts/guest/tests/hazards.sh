@@ -39,13 +39,22 @@ t_fence_requeue_race() {
 # the queue lock (which the V4L2 core takes after reading vdev->ioctl_ops), while the module is
 # unloaded and loaded again, repeatedly. Every thread returns, the kernel stays quiet (run it
 # under KASAN=1 too: a table or text freed under a sleeper is a use-after-free).
+# test_unload_tail_ms: during unload, every hooked call that ends spins that long on our text
+# after it has left the in-flight count (a preemption there, made certain); only the RCU-tasks
+# wait after the drain keeps the text. The pause after rmmod lets such a task come back before
+# the next insmod can map a fresh copy of the module at the same address.
 t_kmod_unload_blocked_clients() {
+	local tail=300
 	load_drivers vivid || fail "modprobe vivid"
-	insmod_vb2r attach=vivid || fail "insmod attach=vivid"
+	insmod_vb2r attach=vivid test_unload_tail_ms=$tail || fail "insmod attach=vivid test_unload_tail_ms"
 	dmesg_mark blocked
-	local cycles=${VB2R_UNLOAD_CYCLES:-8} i
-	"$QTEST" blocked-clients --seconds $((cycles + 4)) --sleepers 3 --hammers 3 >/tmp/blocked.log 2>&1 &
-	local pid=$!
+	# An unload with the clients running takes seconds (the RCU-tasks waits end when every
+	# client has gone to sleep or back to user space): the clients run until the last cycle is
+	# done (the stop file), or at most $seconds.
+	local cycles=${VB2R_UNLOAD_CYCLES:-6} i seconds=300 stop=/tmp/blocked.stop
+	rm -f $stop
+	"$QTEST" blocked-clients --seconds $seconds --stop-file $stop --sleepers 3 --hammers 3 >/tmp/blocked.log 2>&1 &
+	local pid=$! deadline
 	sleep 1
 	for i in $(seq 1 "$cycles"); do
 		if fences_pin_module; then
@@ -55,14 +64,33 @@ t_kmod_unload_blocked_clients() {
 		else
 			rmmod vb2_resv || fail "cycle $i: rmmod with clients blocked in V4L2"
 		fi
-		insmod "$KO" attach=vivid || fail "cycle $i: insmod"
+		sleep 0.7
+		insmod "$KO" attach=vivid test_unload_tail_ms=$tail || fail "cycle $i: insmod"
 		sleep 0.5
 	done
+	touch $stop
+	# A thread that never returns (one killed by an oops in the kernel) would hang the wait.
+	deadline=$((SECONDS + 30))
+	while kill -0 $pid 2>/dev/null && [ $SECONDS -lt $deadline ]; do
+		sleep 1
+	done
+	if kill -0 $pid 2>/dev/null; then
+		kill -9 $pid 2>/dev/null
+		cat /tmp/blocked.log
+		dmesg_since blocked | dmesg_complaints
+		fail "the client threads did not return within 30 s of the last cycle"
+	fi
 	wait $pid
 	local rc=$?
 	cat /tmp/blocked.log
 	[ $rc = 0 ] || fail "a client thread failed or did not return"
 	dmesg_since blocked | grep -c 'vb2_resv: attached' | sed 's/^/attaches: /'
+	# The test aid must have put calls in the window, or the test proved nothing about it.
+	local tails
+	tails=$(dmesg_since blocked | sed -n 's/.*test_unload_tail_ms: \([0-9]*\) hooked call.*/\1/p' |
+		awk '{s += $1} END {print s + 0}')
+	echo "hooked calls that spun during unload after leaving the in-flight count: $tails"
+	fences_pin_module || [ "$tails" -gt 0 ] || fail "no hooked call ended during an unload: the window was not exercised"
 	dmesg_since blocked | dmesg_complaints || fail "kernel complained"
 	return 0
 }

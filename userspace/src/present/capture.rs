@@ -12,7 +12,6 @@
 //! frame of twice the height: the byte-level rules are the same).
 
 use crate::classify::{self, Geometry, Verdict};
-use crate::gpu::{self, Matrix};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,20 +100,22 @@ fn read_png(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
     Ok((w, h, rgb))
 }
 
-/// The inputs of one capture's classification, all packed NV12 of the visible size.
+/// The inputs of one capture's classification, all RGB8 of the visible size (converted from
+/// packed NV12 by [`crate::gpu::nv12_to_rgb`], BT.601 limited range).
 pub struct Candidates<'a> {
     pub geometry: Geometry,
     pub cpu: &'a [u8],
     pub sentinel: Option<&'a [u8]>,
-    /// Older frames (decode index, packed), the most recent first.
-    pub previous: &'a [(usize, Vec<u8>)],
+    /// An all-zero picture (green).
+    pub zero: &'a [u8],
+    /// Older frames (decode index, RGB), the most recent first.
+    pub previous: Vec<(usize, &'a [u8])>,
 }
 
 /// The verdict and the largest per-channel difference from the CPU view's RGB.
 pub fn classify_rgb(shot: &[u8], c: &Candidates<'_>) -> Result<(Verdict, u8)> {
     let g = c.geometry;
-    let to_rgb = |p: &[u8]| gpu::nv12_to_rgb(p, g, Matrix::Bt601);
-    let cpu = to_rgb(c.cpu);
+    let cpu = c.cpu;
     if shot.len() != cpu.len() {
         bail!(
             "capture has {} bytes, {}x{} RGB has {}",
@@ -124,9 +125,7 @@ pub fn classify_rgb(shot: &[u8], c: &Candidates<'_>) -> Result<(Verdict, u8)> {
             cpu.len()
         );
     }
-    let sentinel = c.sentinel.map(to_rgb);
-    let zero = to_rgb(&vec![0u8; g.len()]);
-    let prev: Vec<(usize, Vec<u8>)> = c.previous.iter().map(|(d, p)| (*d, to_rgb(p))).collect();
+    let (sentinel, zero, prev) = (c.sentinel, c.zero, &c.previous);
     let near = |a: &[u8], b: &[u8]| a.iter().zip(b).all(|(x, y)| x.abs_diff(*y) <= TOLERANCE);
     let mut snapped = shot.to_vec();
     let mut max_abs = 0u8;
@@ -137,7 +136,7 @@ pub fn classify_rgb(shot: &[u8], c: &Candidates<'_>) -> Result<(Verdict, u8)> {
         }
         let to: Option<&[u8]> = if near(px, &cpu[i..i + 3]) {
             Some(&cpu[i..i + 3])
-        } else if let Some(s) = sentinel.as_ref().filter(|s| near(px, &s[i..i + 3])) {
+        } else if let Some(s) = sentinel.filter(|s| near(px, &s[i..i + 3])) {
             Some(&s[i..i + 3])
         } else if near(px, &zero[i..i + 3]) {
             Some(&[0, 0, 0])
@@ -155,13 +154,12 @@ pub fn classify_rgb(shot: &[u8], c: &Candidates<'_>) -> Result<(Verdict, u8)> {
         width: g.width,
         height: g.height * 2,
     };
-    let prev_refs: Vec<(usize, &[u8])> = prev.iter().map(|(d, p)| (*d, p.as_slice())).collect();
     let v = classify::classify(&classify::Frame {
         geometry: rg,
         gpu: &snapped,
-        cpu: &cpu,
-        sentinel: sentinel.as_deref(),
-        previous: &prev_refs,
+        cpu,
+        sentinel,
+        previous: prev,
         later: &[],
         error: false,
     })

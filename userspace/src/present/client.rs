@@ -159,6 +159,11 @@ impl Client {
         })
     }
 
+    /// The process at the other end of the socket and its version.
+    pub fn compositor(&self) -> super::compositor::Compositor {
+        super::compositor::identify(self.conn.backend().poll_fd())
+    }
+
     /// Reads and dispatches events for at most `timeout` (zero: what has already arrived).
     pub fn dispatch(&mut self, timeout: Duration) -> Result<()> {
         self.conn.flush().context("Wayland flush")?;

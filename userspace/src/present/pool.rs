@@ -34,6 +34,8 @@ pub struct Pool {
     attach_order: Vec<usize>,
     /// Ignore releases (the test's broken variant: requeue whatever the decoder frees).
     ignore_release: bool,
+    /// Take the least recently released buffer first (the test's other broken variant: FIFO).
+    fifo: bool,
     pub stats: PoolStats,
 }
 
@@ -45,8 +47,16 @@ impl Pool {
             stack: Vec::new(),
             attach_order: Vec::new(),
             ignore_release,
+            fifo: false,
             stats: PoolStats::default(),
         }
+    }
+
+    /// The same pool handing out the least recently released buffer first (FIFO: a broken
+    /// variant, counted in `lifo_violations`).
+    pub fn fifo(mut self) -> Pool {
+        self.fifo = true;
+        self
     }
 
     pub fn is_held(&self, b: usize) -> bool {
@@ -77,18 +87,14 @@ impl Pool {
 
     /// The buffer for the next QBUF among those the decoder can reuse, or None.
     pub fn choose(&mut self, free: &[usize], not_pending: impl Fn(usize) -> bool) -> Option<usize> {
-        let lifo = self
-            .stack
-            .iter()
-            .rev()
-            .copied()
-            .find(|b| free.contains(b) && not_pending(*b))
+        let usable = |b: &usize| free.contains(b) && not_pending(*b);
+        let fresh = || {
             // An empty stack: a buffer never shown yet (the pool grows, lowest index first).
-            .or_else(|| {
-                free.iter()
-                    .copied()
-                    .find(|b| !self.shown.contains(b) && !self.held.contains(b) && not_pending(*b))
-            });
+            free.iter()
+                .copied()
+                .find(|b| !self.shown.contains(b) && !self.held.contains(b) && not_pending(*b))
+        };
+        let lifo = self.stack.iter().rev().copied().find(usable).or_else(fresh);
         let pick = if self.ignore_release {
             // Whatever the decoder freed, held by the compositor or not: the buffer shown last
             // first (it is the one the compositor still holds), else the lowest index.
@@ -98,6 +104,8 @@ impl Pool {
                 .copied()
                 .find(|b| free.contains(b) && not_pending(*b))
                 .or_else(|| free.iter().copied().find(|&b| not_pending(b)))
+        } else if self.fifo {
+            self.stack.iter().copied().find(usable).or_else(fresh)
         } else {
             lifo
         }?;
@@ -139,5 +147,14 @@ mod tests {
         q.attached(0);
         q.choose(&[0, 1], |_| true);
         assert_eq!(q.stats.requeued_while_held, 1);
+        let mut f = Pool::new(false).fifo();
+        for b in [0, 1] {
+            f.choose(&[0, 1], |_| true);
+            f.attached(b);
+        }
+        f.released(0);
+        f.released(1);
+        assert_eq!(f.choose(&[0, 1], |_| true), Some(0));
+        assert_eq!(f.stats.lifo_violations, 1);
     }
 }
