@@ -38,10 +38,15 @@ impl Hazard {
         if v.class == Class::Error {
             return Some(Hazard::Decoder);
         }
-        match v.content {
+        Hazard::of_class(v.content, v.mix.later > v.mix.sentinel)
+    }
+
+    /// The hazard of a class; `torn_of_later`: a torn frame's other bytes are a later frame's.
+    pub fn of_class(c: Class, torn_of_later: bool) -> Option<Hazard> {
+        match c {
             Class::Correct => None,
             Class::Sentinel => Some(Hazard::Forward),
-            Class::Torn if v.mix.later > v.mix.sentinel => Some(Hazard::Reverse),
+            Class::Torn if torn_of_later => Some(Hazard::Reverse),
             Class::Torn => Some(Hazard::Forward),
             Class::Later => Some(Hazard::Reverse),
             Class::Zero | Class::Previous | Class::Stale | Class::Mismatch => Some(Hazard::Layout),
@@ -64,10 +69,23 @@ pub struct ArmVerdict {
 
 impl ArmVerdict {
     pub fn judge<'a>(frames: impl Iterator<Item = &'a Verdict>) -> ArmVerdict {
+        ArmVerdict::of_hazards(frames.map(Hazard::of))
+    }
+
+    /// From class counts alone (torn counted as forward: no later frames were offered).
+    pub fn from_counts(c: &crate::classify::Counts) -> ArmVerdict {
+        ArmVerdict::of_hazards(
+            Class::ALL
+                .iter()
+                .flat_map(|&k| std::iter::repeat_n(Hazard::of_class(k, false), c.get(k))),
+        )
+    }
+
+    fn of_hazards(hazards: impl Iterator<Item = Option<Hazard>>) -> ArmVerdict {
         let mut a = ArmVerdict::default();
-        for v in frames {
+        for h in hazards {
             a.frames += 1;
-            match Hazard::of(v) {
+            match h {
                 Some(Hazard::Forward) => a.forward += 1,
                 Some(Hazard::Reverse) => a.reverse += 1,
                 Some(Hazard::Layout) => a.layout += 1,

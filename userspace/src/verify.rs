@@ -603,6 +603,11 @@ pub fn run(a: &VerifyArgs) -> Result<()> {
         reports.push(report);
     }
     gpu.forget_all();
+    // The verdicts again, together: what the cover letter quotes.
+    println!("verdicts ({} arms):", reports.len());
+    for r in &reports {
+        println!("  {}: {}", r.label(), r.verdict.line());
+    }
 
     if let Some(j) = &a.json {
         std::fs::write(j, serde_json::to_string_pretty(&reports)?)

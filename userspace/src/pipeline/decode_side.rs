@@ -7,9 +7,9 @@
 //! a CPU write would wait for the GPU's fences and hide the very hazard this measures.
 
 use super::compositor::ToCompositor;
+use super::pool::Pool;
 use crate::classify::{self};
 use crate::decode::{CaptureBuffer, FrameHook, Nv12Layout};
-use crate::present::pool::Pool;
 use crate::sampler::geometry;
 use crate::truth::FrameMd5;
 use anyhow::{anyhow, bail, Context, Result};

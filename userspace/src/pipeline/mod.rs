@@ -10,16 +10,17 @@
 
 pub mod compositor;
 pub mod decode_side;
+pub mod pool;
 
 use crate::classify::{self, Class};
 use crate::consumer_wait::ConsumerWait;
 use crate::decode::{self, DecodeOptions};
 use crate::gpu::{GpuOptions, Images, ImportPath};
-use crate::present::pool::PoolStats;
 use crate::report::DecodeReport;
 use crate::sampler::{busy, FrameResult, PathVerdict, SampleProof, Shot};
 use crate::truth::FrameMd5;
 use anyhow::{anyhow, Result};
+use pool::PoolStats;
 use serde::Serialize;
 use std::path::Path;
 use std::time::Duration;

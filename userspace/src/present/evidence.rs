@@ -46,10 +46,14 @@ impl EvidenceRow {
                 counts.add(c);
             }
         }
+        let verdict = crate::verdict::ArmVerdict::from_counts(&counts).verdict;
         evidence::Row {
+            pipeline: "present".into(),
             mode: self.mode.clone().unwrap_or_else(|| "unchanged".into()),
+            wait_readers: "-".into(),
             sample_at: "presented".into(),
-            latch: "compositor".into(),
+            consumer_wait: "compositor".into(),
+            verdict,
             images: "per wl_buffer".into(),
             import: format!("{}: {}", self.compositor, self.picture),
             counts,
@@ -104,7 +108,7 @@ pub fn write(
          wp_presentation feedback and classified against the CPU view in RGB (tolerance \
          {} code values per channel). Columns as in docs/rfc-evidence.md, with: `GPU samples at` = \
          `presented` (the compositor's capture after the frame's presentation feedback), \
-         `latch` = `compositor` (whatever the compositor waits for), `EGLImages` = `per \
+         `pipeline` = `present`, `consumer wait` = `compositor` (whatever the compositor waits for), `EGLImages` = `per \
          wl_buffer` (the compositor imports each buffer once), `import` = the compositor as it \
          reports its version, and the picture and its descriptor; `images created / buffers` = \
          wl_buffers created / CAPTURE buffers used.\n\n",

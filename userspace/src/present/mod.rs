@@ -12,7 +12,7 @@ pub mod client;
 pub mod compositor;
 pub mod evidence;
 pub mod order;
-pub mod pool;
+use crate::pipeline::pool;
 
 use crate::classify::{self, Class, Counts, Geometry, Verdict};
 use crate::decode::{self, CaptureBuffer, DecodeOptions, DecoderArgs, FrameHook, Nv12Layout};

@@ -1,7 +1,7 @@
 //! The buffer hand-over as it really happened, and its check. `present` logs every commit of a
 //! CAPTURE buffer to the surface, every wl_buffer.release as it arrives from the compositor and
 //! every CAPTURE QBUF (with the buffers the decoder could have reused at that moment), in one
-//! sequence. [`check`] replays that sequence on its own, without the [`super::pool::Pool`]'s
+//! sequence. [`check`] replays that sequence on its own, without the [`crate::pipeline::pool::Pool`]'s
 //! bookkeeping: a QBUF of a buffer attached and not released since is a requeue while held; a
 //! QBUF that does not take the most recently released buffer among those the decoder could
 //! reuse is a LIFO violation (as ffmpeg's av_buffer_pool, the buffer released last is reused
