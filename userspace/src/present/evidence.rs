@@ -174,10 +174,16 @@ mod tests {
             .filter(|l| l.contains("| weston 10.0.1: 64x32 in "))
             .collect();
         assert_eq!(rows.len(), 2, "{md}");
-        assert!(rows[0].starts_with("| off | presented | compositor | per wl_buffer |"));
-        // frames 4, decoder wrong n/a, correct 4.
-        assert!(rows[0].contains(" | 4 | n/a | 4 | 0 |"), "{}", rows[0]);
-        assert!(rows[1].contains(" | 2 | n/a | 0 |"), "{}", rows[1]);
+        assert!(
+            rows[0].starts_with("| present | off | - | presented | compositor | per wl_buffer |")
+        );
+        // verdict none, frames 4, decoder wrong n/a, correct 4.
+        assert!(
+            rows[0].contains(" | none | 4 | n/a | 4 | 0 |"),
+            "{}",
+            rows[0]
+        );
+        assert!(rows[1].contains(" | layout | 2 | n/a | 0 |"), "{}", rows[1]);
         assert_eq!(
             crate::evidence::png_info(&dir.join("present-strict-64x32.png")).unwrap(),
             (6, 2, png::ColorType::Rgb)
