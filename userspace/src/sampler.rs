@@ -139,6 +139,19 @@ fn pack(raw: &[u8], l: &Nv12Layout) -> Result<Vec<u8>> {
     })
 }
 
+/// Fills `buf` through its CPU mapping with the sentinel of queueing `q` (unique per buffer and
+/// queueing) and returns that sentinel packed, as the classifier compares it.
+pub(crate) fn write_sentinel(buf: &dyn NvBuffer, q: u64) -> Result<Vec<u8>> {
+    let l = buf.layout();
+    let raw = classify::sentinel(buf.index(), q, l.size as usize);
+    buf.write(&mut |b: &mut [u8]| {
+        let n = b.len().min(raw.len());
+        b[..n].copy_from_slice(&raw[..n]);
+    })
+    .with_context(|| format!("sentinel fill of CAPTURE buffer {}", buf.index()))?;
+    pack(&raw, &l)
+}
+
 /// One import path's verdict on one frame.
 #[derive(Clone, Debug, Serialize)]
 pub struct PathVerdict {
@@ -259,23 +272,16 @@ impl<'g> Sampler<'g> {
 
     /// Fills the buffer with its sentinel for this queueing.
     pub fn before_qbuf(&mut self, frame: usize, buf: &dyn NvBuffer) -> Result<()> {
-        let l = buf.layout();
         let q = self.queueings.entry(buf.index()).or_insert(0);
         let queueing = *q;
         *q += 1;
-        let mut raw = vec![0u8; l.size as usize];
-        classify::fill_sentinel(&mut raw, buf.index(), queueing);
-        buf.write(&mut |b: &mut [u8]| {
-            let n = b.len().min(raw.len());
-            b[..n].copy_from_slice(&raw[..n]);
-        })
-        .with_context(|| format!("sentinel fill of CAPTURE buffer {}", buf.index()))?;
+        let sentinel = write_sentinel(buf, queueing)?;
         self.pending.insert(
             frame,
             Pending {
                 buffer: buf.index(),
                 queueing,
-                sentinel: pack(&raw, &l)?,
+                sentinel,
                 samples: Vec::new(),
                 proof: SampleProof::default(),
             },

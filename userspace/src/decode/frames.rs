@@ -72,12 +72,7 @@ impl Frames {
     fn new(stream: &Stream, n: usize, buffers: usize) -> Frames {
         Frames {
             n,
-            order: stream
-                .output_order
-                .iter()
-                .copied()
-                .filter(|&d| d < n)
-                .collect(),
+            order: stream.output_order_upto(Some(n)),
             holder: vec![None; buffers],
             inflight: VecDeque::new(),
             records: (0..n).map(|_| None).collect(),

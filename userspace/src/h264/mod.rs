@@ -265,6 +265,17 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// The decode indices of the first `frames` pictures (decode order; all when None), in
+    /// output order.
+    pub fn output_order_upto(&self, frames: Option<usize>) -> Vec<usize> {
+        let n = frames.unwrap_or(usize::MAX).min(self.pictures.len());
+        self.output_order
+            .iter()
+            .copied()
+            .filter(|&d| d < n)
+            .collect()
+    }
+
     /// Profile name, as in Annex A.
     pub fn profile_name(&self) -> &'static str {
         profile_name(self.profile_idc)

@@ -10,9 +10,9 @@ use super::compositor::ToCompositor;
 use super::pool::Pool;
 use crate::classify::{self};
 use crate::decode::{CaptureBuffer, FrameHook, Nv12Layout};
-use crate::sampler::geometry;
+use crate::sampler::{geometry, write_sentinel};
 use crate::truth::FrameMd5;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
@@ -119,13 +119,7 @@ impl FrameHook for DecodeSide {
         let queueing = *q;
         *q += 1;
         if queueing == 0 {
-            let l = buf.layout;
-            buf.write_cpu(|b| classify::fill_sentinel(b, buf.index, 0))
-                .with_context(|| format!("sentinel fill of CAPTURE buffer {}", buf.index))?;
-            let raw = classify::sentinel(buf.index, 0, l.size as usize);
-            if let Some(p) = classify::pack_nv12(&raw, geometry(&l), l.stride, l.uv_offset) {
-                self.sentinels.insert(frame, p);
-            }
+            self.sentinels.insert(frame, write_sentinel(buf, 0)?);
         }
         Ok(())
     }

@@ -89,17 +89,7 @@ pub fn run_mpv_kwin(a: MpvKwinArgs<'_>) -> Result<Run> {
     let data =
         std::fs::read(a.input).map_err(|e| anyhow!("cannot read {}: {e}", a.input.display()))?;
     let stream = crate::h264::parse(&data).map_err(|e| anyhow!("{}: {e}", a.input.display()))?;
-    let n = a
-        .decode
-        .frames
-        .unwrap_or(usize::MAX)
-        .min(stream.pictures.len());
-    let order: Vec<usize> = stream
-        .output_order
-        .iter()
-        .copied()
-        .filter(|&d| d < n)
-        .collect();
+    let order = stream.output_order_upto(a.decode.frames);
     let (rel_tx, rel_rx) = std::sync::mpsc::channel();
     let (to_comp, comp) = compositor::spawn(
         compositor::Options {

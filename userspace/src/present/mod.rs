@@ -334,12 +334,8 @@ impl FrameHook for Presenter<'_> {
             return Ok(());
         }
         self.queueings += 1;
-        let q = self.queueings;
-        buf.write_cpu(|b| classify::fill_sentinel(b, buf.index, q))?;
-        let raw = classify::sentinel(buf.index, q, l.size as usize);
-        if let Some(p) = classify::pack_nv12(&raw, geometry(&l), l.stride, l.uv_offset) {
-            self.sentinels.insert(frame, p);
-        }
+        let sentinel = crate::sampler::write_sentinel(buf, self.queueings)?;
+        self.sentinels.insert(frame, sentinel);
         Ok(())
     }
 
@@ -414,17 +410,7 @@ pub fn run(a: &PresentArgs) -> Result<()> {
     let data =
         std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
     let stream = crate::h264::parse(&data).map_err(|e| anyhow!("{}: {e}", a.input.display()))?;
-    let n = a
-        .decoder
-        .frames
-        .unwrap_or(usize::MAX)
-        .min(stream.pictures.len());
-    let order: Vec<usize> = stream
-        .output_order
-        .iter()
-        .copied()
-        .filter(|&d| d < n)
-        .collect();
+    let order = stream.output_order_upto(a.decoder.frames);
     let capdir = std::env::temp_dir().join(format!("vb2r-present-{}", std::process::id()));
     std::fs::create_dir_all(&capdir).with_context(|| format!("{}", capdir.display()))?;
     let mut p = Presenter {
