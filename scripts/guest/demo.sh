@@ -53,9 +53,9 @@ rm -rf "$EV"
 mkdir -p "$EV"
 # verify exits 0 unless it could not run; the classes and verdicts are the result, not an error.
 common=(--import kwin --no-rgb --implicit-sync-hold-ms 0)
-say "stories 1 and 2: the GPU samples right after the request is handed over, while its job waits for the hardware (queued after the sample or 2 s later, as behind earlier jobs), KWin's wait (poll, then sync_file); modes off and queue (RFC v1: fenced from QBUF)"
+say "stories 1 and 2: the GPU samples right after the request is handed over, while its job waits for the hardware (queued after the sample or 1.5 s later, as behind earlier jobs; within the 3 s watchdog), KWin's wait (poll, then sync_file); modes off and queue (RFC v1: fenced from QBUF)"
 echo "(llvmpipe waits for no fence: only a consumer that waits on the CPU, as KWin and Mutter do, can be held)"
-"$VB2R" verify "$STREAM" "${common[@]}" --frames "$FRAMES" --async-queue --queue-after-sample 2000 --modes off,queue --sample-at queued \
+"$VB2R" verify "$STREAM" "${common[@]}" --frames "$FRAMES" --async-queue --queue-after-sample 1500 --modes off,queue --sample-at queued \
 	--consumer-wait poll --json "$EV/forward-queued.json" --evidence "$EV/forward-queued"
 say "story 2, mode strict (the default: fenced from the job's commit): the GPU samples once visl has taken the request"
 "$VB2R" verify "$STREAM" "${common[@]}" --frames "$FRAMES" --async-queue --modes strict --sample-at committed \

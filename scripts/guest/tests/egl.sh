@@ -323,14 +323,14 @@ t_verifier_ground_truth() {
 	[ "$(jq '.[0].decoder_wrong' /tmp/gt-bad.json)" = 1 ] || fail "corrupt: decoder wrong $(jq '.[0].decoder_wrong' /tmp/gt-bad.json), want 1"
 	[ "$(jq '.[0].frames[5].decode_ok' /tmp/gt-bad.json)" = false ] || fail "corrupt: frame 5 not flagged"
 	[ "$(jq -r '.[0].frames[5].paths[0].class' /tmp/gt-bad.json)" = correct ] || fail "corrupt: the GPU/CPU class changed"
-	grep -q '^| unchanged | dqbuf | none | cached | kwin | 10 | 1 |' /tmp/gt-ev/table.md || fail "table: no 'decoder wrong' 1"
+	grep -q '^| direct | unchanged | - | dqbuf | none | cached | kwin | [a-z+]* | 10 | 1 |' /tmp/gt-ev/table.md || fail "table: no 'decoder wrong' 1"
 	# visl draws a pattern: n/a, never "wrong".
 	dev=$(egl_visl)
 	"$EGL_VB2R" verify "$EGL_STREAM" --device "$dev" --frames 3 --import kwin --no-rgb --implicit-sync-hold-ms 0 \
 		--json /tmp/gt-visl.json --evidence /tmp/gt-visl >/dev/null || fail "visl: verify failed"
 	jq -e '.[0].ground_truth.status == "n/a" and .[0].decoder_wrong == null and ([.[0].frames[].decode_ok | select(. != null)] | length) == 0' \
 		/tmp/gt-visl.json >/dev/null || fail "visl: ground truth not n/a: $(jq -c '.[0].ground_truth' /tmp/gt-visl.json)"
-	grep -q '^| unchanged | dqbuf | none | cached | kwin | 3 | n/a |' /tmp/gt-visl/table.md || fail "visl table: no n/a"
+	grep -q '^| direct | unchanged | - | dqbuf | none | cached | kwin | none | 3 | n/a |' /tmp/gt-visl/table.md || fail "visl table: no n/a"
 	grep -q 'ground truth: n/a: visl draws a test pattern' /tmp/gt-visl/table.md || fail "visl table: n/a not explained"
 }
 
@@ -344,7 +344,7 @@ t_verifier_evidence() {
 		--modes off,dqbuf,queue --evidence /tmp/out/evidence || fail "verify --modes failed"
 	cat /tmp/out/evidence/table.md
 	for m in off dqbuf queue; do
-		grep -q "^| $m | dqbuf | none | cached | kwin | 10 | n/a | 10 |" /tmp/out/evidence/table.md || fail "table: no row for mode $m"
+		grep -q "^| direct | $m | - | dqbuf | none | cached | kwin | none | 10 | n/a | 10 |" /tmp/out/evidence/table.md || fail "table: no row for mode $m"
 		jq -e ".schema == \"vb2-resv.verify/1\" and .mode == \"$m\" and .decoder.vb2_resv.mode == \"$m\"" \
 			"/tmp/out/evidence/arm-$m-dqbuf-cached.json" >/dev/null || fail "arm-$m JSON: wrong schema or mode"
 	done
@@ -356,7 +356,7 @@ t_verifier_evidence() {
 	# which runs the job inside the queue call, cannot have finished).
 	local fenced
 	for m in off dqbuf queue; do
-		fenced=$(grep "^| $m | dqbuf |" /tmp/out/evidence/table.md | awk -F'|' '{print $(NF-4)}' | tr -d ' ')
+		fenced=$(grep "^| direct | $m | - | dqbuf |" /tmp/out/evidence/table.md | awk -F'|' '{print $(NF-4)}' | tr -d ' ')
 		case "$m:$fenced" in
 		off:0 | dqbuf:0 | queue:10) ;;
 		*) fail "table: mode $m shows '$fenced' frames fenced after QBUF (want 0, 0, 10)" ;;

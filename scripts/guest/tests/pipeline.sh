@@ -47,7 +47,10 @@ t_verifier_consumer_wait() {
 	# visl draws the picture when its job starts and then waits out 500 ms: a read that begins
 	# before the job starts sees the sentinel, one after it the finished picture.
 	dev=$(egl_visl visl_transtime_ms=500)
-	insmod_vb2r attach=visl mode=strict || fail "insmod vb2_resv"
+	# The watchdog later than the longest hold below: a QBUF-time fence whose job does not come
+	# is ended by it (-ETIMEDOUT, upstream's objection to such fences), which this run is not
+	# about.
+	insmod_vb2r attach=visl mode=strict fence_timeout_ms=8000 || fail "insmod vb2_resv"
 	# 1. Right after the request is handed over, while its job waits for the hardware (the
 	#    queue thread queues it once the sample is done, or after 1 s: a busy decoder; visl
 	#    alone never makes a job wait). No fence (off): every consumer reads the sentinel. The
@@ -55,8 +58,8 @@ t_verifier_consumer_wait() {
 	#    KWin, sync-file), not one that does not (none: llvmpipe does no implicit sync). Mode
 	#    strict arms at the job's commit, by upstream's rule: before it there is nothing to wait
 	#    for, and the report shows no fence at any of those reads.
-	"$PIPE_VB2R" verify "$PIPE_STREAM" --device "$dev" --frames 8 --no-rgb --async-queue \
-		--queue-after-sample 3000 --implicit-sync-hold-ms 0 --modes off,queue,strict --sample-at queued \
+	"$PIPE_VB2R" verify "$PIPE_STREAM" --device "$dev" --frames 6 --no-rgb --async-queue \
+		--queue-after-sample 4000 --implicit-sync-hold-ms 0 --modes off,queue,strict --sample-at queued \
 		--consumer-wait none,poll,sync-file --json $j >/tmp/cw1.log || fail "verify (queued) failed: $(tail -3 /tmp/cw1.log)"
 	grep '^verdict' /tmp/cw1.log
 	for i in 0 1 2 3 4 5 6 7 8; do
@@ -64,7 +67,7 @@ t_verifier_consumer_wait() {
 		racy=$(pipe_classes $j $i sentinel torn)
 		case $arm in
 		off/* | queue/queued/none | strict/*)
-			[ "$racy" = 8 ] || fail "arm $arm: $racy of 8 frames raced visl (the read came first every time: all must)"
+			[ "$racy" = 6 ] || fail "arm $arm: $racy of 6 frames raced visl (the read came first every time: all must)"
 			[ "$(jq -r ".[$i].verdict.verdict" $j)" = forward ] || fail "arm $arm: verdict is not 'forward'"
 			;;
 		queue/*)
@@ -82,7 +85,7 @@ t_verifier_consumer_wait() {
 				fail "arm $arm: a fence before the job was committed (strict must not arm one)"
 			;;
 		esac
-		echo "arm $arm: $racy of 8 raced"
+		echo "arm $arm: $racy of 6 raced"
 	done
 	# 2. Right after the driver took the request (the job is committed): the fence of mode
 	#    strict, armed at commit, holds every consumer that waits (poll, sync-file, and the
