@@ -7,8 +7,9 @@
 #                         [--tests 'a b c'] [--streams DIR] [--script FILE] [--append WORDS]
 #
 # Shares: the rootfs (/), the repository (/vb2r/repo, read-only; the arm64 binaries are bind-
-# mounted over target/release there), the kernel's installed modules (/vb2r/modroot) and OUT
-# (/tmp/out, read-write: tap.txt, dmesg.txt, logs/). --ko and --streams must be inside the
+# mounted over target/release there), the kernel's build tree (/run/vb2r/kdir, read-only: its
+# installed modules under modroot/, and what `vb2-resv doctor --kdir` reads) and OUT (/tmp/out,
+# read-write: tap.txt, dmesg.txt, logs/). --ko and --streams must be inside the
 # repository. The CPU is cortex-a76 (ARMv8.2-A like the RK3566's Cortex-A55, and without pointer
 # authentication, whose emulation is expensive under TCG); VB2R_ARM64_CPU overrides it
 # (e.g. max,pauth-impdef=on). Exit status as scripts/qemu.sh: 0 when the guest ran to its end,
@@ -70,8 +71,8 @@ timeout --kill-after=10 "$timeout_s" qemu-system-aarch64 \
 	-device virtio-9p-pci,fsdev=root,mount_tag=/dev/root \
 	-fsdev local,id=repo,path="$REPO",security_model=none,readonly=on,multidevs=remap \
 	-device virtio-9p-pci,fsdev=repo,mount_tag=vb2rrepo \
-	-fsdev local,id=mods,path="$modroot",security_model=none,readonly=on \
-	-device virtio-9p-pci,fsdev=mods,mount_tag=vb2rmods \
+	-fsdev local,id=kdir,path="$kdir",security_model=none,readonly=on \
+	-device virtio-9p-pci,fsdev=kdir,mount_tag=vb2rkdir \
 	-fsdev local,id=out,path="$out",security_model=none \
 	-device virtio-9p-pci,fsdev=out,mount_tag=vb2rout \
 	</dev/null >"$out/qemu.log" 2>&1

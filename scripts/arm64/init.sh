@@ -2,9 +2,11 @@
 # PID 1 of the arm64 guest (scripts/qemu-arm64.sh), started by the rootfs's /init once it has
 # mounted the repository share (read-only) at /vb2r/repo. The root file system is the arm64 rootfs
 # (scripts/arm64/rootfs.sh), read-only over 9p; everything writable is tmpfs, results go to the
-# 9p share mounted at /tmp/out (the path the shared guest scripts write to), the kernel's modules
-# are a third share at /vb2r/modroot. The arm64 binaries (target/aarch64-unknown-linux-gnu/release)
-# are bind-mounted over target/release, so the shared guest tests (scripts/guest/) run unchanged.
+# 9p share mounted at /tmp/out (the path the shared guest scripts write to), the kernel's build
+# tree is a third share at /run/vb2r/kdir (its modules in modroot/; the rootfs is read-only, so
+# the mount point is made on /run's tmpfs). The arm64 binaries
+# (target/aarch64-unknown-linux-gnu/release) are bind-mounted over target/release, so the shared
+# guest tests (scripts/guest/) run unchanged.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb LC_ALL=C.UTF-8
 
@@ -23,9 +25,10 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mkdir -p /tmp/out
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 vb2rout /tmp/out
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro vb2rmods /vb2r/modroot
+mkdir -p /run/vb2r/kdir
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro vb2rkdir /run/vb2r/kdir
 
-export VB2R_REPO=/vb2r/repo VB2R_MODROOT=/vb2r/modroot
+export VB2R_REPO=/vb2r/repo VB2R_KDIR=/run/vb2r/kdir VB2R_MODROOT=/run/vb2r/kdir/modroot
 mount --bind "$VB2R_REPO/target/aarch64-unknown-linux-gnu/release" "$VB2R_REPO/target/release"
 # busybox's applets for anything the Debian packages do not bring (last in PATH).
 mkdir -p /tmp/bb /tmp/bin

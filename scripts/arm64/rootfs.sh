@@ -59,7 +59,7 @@ while read -r name version; do
 	n=$((n + 1))
 done <<<"$closure"
 # Mount points and writable places (the guest mounts tmpfs/proc/sys/devtmpfs/9p on them).
-mkdir -p "$OUT"/{proc,sys,dev,tmp,run,root,mnt,etc} "$OUT/vb2r/repo" "$OUT/vb2r/modroot"
+mkdir -p "$OUT"/{proc,sys,dev,tmp,run,root,mnt,etc} "$OUT/vb2r/repo"
 [ -e "$OUT/bin/sh" ] || ln -s bash "$OUT/bin/sh"
 # bookworm is not merged-/usr for these; the shared guest scripts call /usr/sbin/modprobe.
 for t in modprobe insmod rmmod modinfo lsmod; do

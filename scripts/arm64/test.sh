@@ -4,20 +4,42 @@
 # matter on the target, run in qemu-system-aarch64. Prints TAP lines ("ok - NAME # detail") and
 # writes them to --tap FILE; exits non-zero when any fails.
 #
-#   scripts/arm64/test.sh [--builds-only] [--tap FILE]        (make test-arm64 runs it whole)
+#   scripts/arm64/test.sh [--builds-only | --guest 'NAME...'] [--tap FILE]
 #
+# make test-arm64 runs it whole; make test with --guest doctor.arm64 (docs/ci.md, "arm64").
 # Named tests: arm64.kernel-builds, arm64.kmod-builds, arm64.verifier-builds, kmod.builds-7.2,
-# arm64.guest.{load-unload,fence,hardirq-signal,verifier-decode,egl,dmesg-clean}.
+# arm64.guest.{load-unload,fence,hardirq-signal,verifier-decode,egl}, doctor.arm64 (each one or
+# more tests of the shared guest suite, below) and arm64.guest.dmesg-clean (the guest's kernel log,
+# whichever of them ran). --guest runs only the named guest tests it lists (dmesg-clean comes with
+# any guest run).
 # Work and logs in build/arm64/. The module is built in mirrors of its sources
 # (build/arm64/kmod-<tree>/), so the x86 build in the repository is never touched.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/lib.sh"
 
-builds_only=0 tap=""
+# The guest's named tests, in run order, and the tests of scripts/guest/ each one stands for.
+GUEST_NAMED=(arm64.guest.load-unload arm64.guest.fence arm64.guest.hardirq-signal
+	arm64.guest.verifier-decode arm64.guest.egl doctor.arm64)
+declare -A GUEST_OF=(
+	[arm64.guest.load-unload]="kmod.load-unload"
+	[arm64.guest.fence]="fence.vivid.queued fence.vim2m.queued fence.error fence.cancel"
+	[arm64.guest.hardirq-signal]="kmod.hardirq-signal"
+	[arm64.guest.verifier-decode]="verifier.visl.decode"
+	[arm64.guest.egl]="verifier.egl.kwin-import"
+	[doctor.arm64]="doctor.arm64"
+)
+builds_only=0 tap="" selected=("${GUEST_NAMED[@]}")
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--builds-only) builds_only=1; shift ;;
+	--guest)
+		read -r -a selected <<<"${2//,/ }"
+		[ ${#selected[@]} -gt 0 ] || die "arm64/test.sh: --guest needs one or more of: ${GUEST_NAMED[*]}"
+		for n in "${selected[@]}"; do
+			[ -n "${GUEST_OF[$n]:-}" ] || die "arm64/test.sh: --guest: no guest test named $n (one of: ${GUEST_NAMED[*]})"
+		done
+		shift 2 ;;
 	--tap) tap=$2; shift 2 ;;
 	*) die "arm64/test.sh: unknown argument $1" ;;
 	esac
@@ -153,9 +175,15 @@ else
 	report fail kmod.builds-7.2 "scripts/kprep.sh 7.2 failed: $(tail -n 3 "$W/prep-7.2.log" | tr '\n' ' ')"
 fi
 
-# 5. The guest.
-GUEST_TESTS="kmod.load-unload fence.vivid.queued fence.vim2m.queued fence.error fence.cancel kmod.hardirq-signal verifier.visl.decode verifier.egl.kwin-import"
-guest_names="arm64.guest.load-unload arm64.guest.fence arm64.guest.hardirq-signal arm64.guest.verifier-decode arm64.guest.egl arm64.guest.dmesg-clean"
+# 5. The guest: the selected named tests, in GUEST_NAMED's order.
+guest_names="" GUEST_TESTS=""
+for n in "${GUEST_NAMED[@]}"; do
+	[[ " ${selected[*]} " == *" $n "* ]] || continue
+	guest_names+="$n "
+	GUEST_TESTS+="${GUEST_OF[$n]} "
+done
+guest_names+="arm64.guest.dmesg-clean"
+GUEST_TESTS=${GUEST_TESTS% }
 if [ $builds_only = 1 ]; then
 	log "arm64: guest not run (--builds-only; make test-arm64 runs it)"
 elif [ $kernel_ok != 1 ] || [ $kmod_ok != 1 ] || [ $userspace_ok != 1 ]; then
@@ -171,12 +199,16 @@ else
 		guest_rc=$?
 	fi
 	# guest_result NAME: "ok", "skip REASON" or "fail REASON" from the guest's TAP.
+	# A failure's detail: the test's own "FAIL: ..." lines when it wrote some, else its last lines.
 	guest_result() {
-		local line
+		local line why
 		line=$(grep -E "^(not )?ok [0-9]+ - $1( |$)" "$G/tap.txt" 2>/dev/null | head -n 1)
 		case "$line" in
 		"") echo "fail $1 never reported (guest exit $guest_rc, see build/arm64/guest/console.log)" ;;
-		not*) echo "fail $1 failed: $(grep -A3 -F "$line" "$G/tap.txt" | tail -n +2 | tr '\n' ' ')" ;;
+		not*)
+			why=$(grep -m 3 '^FAIL' "$G/logs/$1.log" 2>/dev/null)
+			[ -n "$why" ] || why=$(grep -A3 -F "$line" "$G/tap.txt" | tail -n +2)
+			echo "fail $1 failed: $(echo "$why" | tr '\n' ' ')" ;;
 		*"# SKIP"*) echo "skip ${line#*# SKIP }" ;;
 		*) echo "ok ${line#*# }" ;;
 		esac
@@ -196,11 +228,10 @@ else
 		elif [ -n "$skipped" ]; then report skip "$name" "$skipped"
 		else report ok "$name" "$detail"; fi
 	}
-	one arm64.guest.load-unload kmod.load-unload
-	one arm64.guest.fence fence.vivid.queued fence.vim2m.queued fence.error fence.cancel
-	one arm64.guest.hardirq-signal kmod.hardirq-signal
-	one arm64.guest.verifier-decode verifier.visl.decode
-	one arm64.guest.egl verifier.egl.kwin-import
+	for n in $guest_names; do
+		# shellcheck disable=SC2086 # GUEST_OF's values are lists of test names
+		[ "$n" = arm64.guest.dmesg-clean ] || one "$n" ${GUEST_OF[$n]}
+	done
 	[ -x "$REPO/target/release/vb2r-harness" ] || cargo build --release -q -p vb2r-harness >/dev/null 2>&1
 	if [ -f "$G/dmesg.txt" ] && [ -f "$G/guest-done" ]; then
 		if c=$(cat "$G/dmesg.txt" "$G/kmemleak.txt" 2>/dev/null | "$REPO/target/release/vb2r-harness" dmesg-check -); then
