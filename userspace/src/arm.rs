@@ -102,7 +102,7 @@ pub struct ArmReport {
 impl ArmReport {
     pub fn label(&self) -> String {
         let mut l = format!(
-            "{}-{}-{}-{}",
+            "{}-{}-{}",
             self.mode.as_deref().unwrap_or("unchanged"),
             if self.pipeline == Pipeline::Direct {
                 self.sample_at.name()
@@ -110,8 +110,11 @@ impl ArmReport {
                 self.pipeline.name()
             },
             self.images.name(),
-            self.consumer_wait.name(),
         );
+        if self.consumer_wait != ConsumerWait::None {
+            l.push('-');
+            l.push_str(self.consumer_wait.name());
+        }
         if let Some(w) = self.wait_readers {
             l.push_str(if w { "-wr" } else { "-nowr" });
         }
