@@ -289,6 +289,11 @@ static bool vb2r_fence_is_ours(struct dma_fence *f)
 	return rcu_access_pointer(f->ops) == &vb2r_fence_ops;
 }
 
+bool vb2r_fence_pins_module(void)
+{
+	return !VB2R_FENCE_INDEPENDENT;
+}
+
 u64 vb2r_fence_context(void)
 {
 	return dma_fence_context_alloc(1);
