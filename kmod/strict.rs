@@ -20,6 +20,9 @@ use crate::policy::{self, Outcome, SnapBuf};
 use crate::queue::Queue;
 use kernel::prelude::*;
 
+#[cfg(vb2r_k612)]
+use crate::k612::KVecExt;
+
 /// The per-queue working memory of [`commit`]: the m2m snapshot and the job lists, allocated
 /// once (the first commit of the queue) and reused, so that a commit allocates nothing.
 pub(crate) struct Scratch {
@@ -123,6 +126,11 @@ pub(crate) fn commit(
     // alive with its lock held; the snapshot is ours (the scratch lock) and C writes only
     // within it.
     unsafe { ffi::vb2r_m2m_snapshot(queue.raw(), &mut *x.snap) };
+    if x.snap.nsrc == 0 && change.src.is_empty() && !change.out_on {
+        // No OUTPUT buffer is or enters the ready queue: no job (a CAPTURE QBUF ahead of its
+        // bitstream, a stateless decoder's usual order).
+        return Ok(0);
+    }
     jobs_after(x, change)?;
     let mut armed = 0u64;
     for &(src, dst) in x.jobs.iter() {
