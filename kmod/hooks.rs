@@ -78,6 +78,10 @@ extern "C" fn vb2r_rs_buf_done(
     state_: u32,
     event_ns: u64,
 ) {
+    if crate::queue::PENDING.load(Ordering::Acquire) == 0 {
+        // No fence of ours is pending anywhere: nothing to end (mode off's probe costs this).
+        return;
+    }
     let st = state();
     let Some(reg) = st.find_reg(q) else { return };
     if !reg.output {

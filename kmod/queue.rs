@@ -18,6 +18,7 @@ use crate::policy::{self, BufState};
 use kernel::str::CString;
 use core::ffi::c_int;
 use kernel::prelude::*;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::sync::{new_mutex, Arc, Mutex};
 
 #[cfg(vb2r_k612)]
@@ -26,6 +27,12 @@ use crate::k612::KVecExt;
 use crate::k612::{new_spinlock_irq, SpinLockIrq};
 #[cfg(not(vb2r_no_spinlock_irq))]
 use kernel::sync::{new_spinlock_irq, SpinLockIrq};
+
+/// Fences stored in a slot (any queue) and not yet ended through [`Queue::end`]: while it is 0
+/// the buf_done probe has nothing to end (mode off, or no frame in flight) and returns at once.
+/// A fence that leaves its slot another way (the slot dropped with it) keeps it above 0, which
+/// only costs the probe that shortcut.
+pub(crate) static PENDING: AtomicUsize = AtomicUsize::new(0);
 
 impl Outcome {
     /// The error a fence is signaled with (0 for none).
@@ -310,7 +317,10 @@ impl Queue {
                     Some(src) if src < 64 => 1 << src,
                     _ => 0,
                 };
-                Some(s.fence.replace(slot_ref))
+                let old = s.fence.replace(slot_ref);
+                // Before the buffer reaches the driver, so before any buf_done that ends it.
+                PENDING.fetch_add(1, Ordering::Release);
+                Some(old)
             }
         };
         self.node.counters.armed();
@@ -340,6 +350,7 @@ impl Queue {
         let Some((fence, armed_ns)) = taken else {
             return false;
         };
+        PENDING.fetch_sub(1, Ordering::Relaxed);
         fence.signal(outcome.errno());
         self.node
             .counters
