@@ -188,6 +188,7 @@ extern "C" {
     pub(crate) fn vb2r_param_wait_readers_timeout_ms() -> u32;
 
     fn vb2r_fence_context() -> u64;
+    fn vb2r_fence_pins_module() -> bool;
     fn vb2r_fence_create(context: u64, seqno: u64, timeline: *const c_char) -> *mut DmaFence;
     fn vb2r_fence_publish(bufs: *const *mut RawDmaBuf, n: u32, f: *mut DmaFence) -> c_int;
     fn vb2r_dmabuf_only_ours(d: *mut RawDmaBuf) -> bool;
@@ -242,6 +243,12 @@ pub(crate) fn now_ns() -> u64 {
 pub(crate) fn fence_context() -> u64 {
     // SAFETY: dma_fence_context_alloc() has no preconditions.
     unsafe { vb2r_fence_context() }
+}
+
+/// Whether each fence pins the module until freed (kernels before 7.2; glue.h).
+pub(crate) fn fence_pins_module() -> bool {
+    // SAFETY: a constant of the build, no preconditions.
+    unsafe { vb2r_fence_pins_module() }
 }
 
 fn errno(e: c_int) -> Error {

@@ -289,7 +289,8 @@ static long vb2r_w_unlocked_ioctl(struct file *file, unsigned int cmd, unsigned 
 		vb2r_exit_call();
 		return -ENODEV;
 	}
-	if (cmd == VIDIOC_QBUF && !copy_from_user(&b, (void __user *)arg, sizeof(b)) &&
+	if (cmd == VIDIOC_QBUF && vb2r_rs_qbuf_checks(h->rs_node) &&
+	    !copy_from_user(&b, (void __user *)arg, sizeof(b)) &&
 	    V4L2_TYPE_IS_CAPTURE(b.type)) {
 		w.type = b.type;
 		w.index = b.index;

@@ -271,6 +271,13 @@ struct vb2r_qbuf_wait {
 int vb2r_rs_qbuf_wait(void *rs_node, const struct vb2r_qbuf_wait *w);
 
 /*
+ * Whether a QBUF on this node needs vb2r_rs_qbuf_wait() at all (false in mode off, or once the
+ * node is detached): asked first, so that such a QBUF copies nothing from userspace.
+ * Context: any.
+ */
+bool vb2r_rs_qbuf_checks(void *rs_node);
+
+/*
  * vb2r_param_wait_readers() - the wait_readers parameter (0644); and its bound in ms.
  * Context: any.
  */
@@ -502,6 +509,13 @@ struct dma_buf *vb2r_dmabuf_ref(struct dma_buf *dmabuf);
  * Context: any.
  */
 u64 vb2r_fence_context(void);
+
+/*
+ * vb2r_fence_pins_module() - whether each of our fences holds a module reference until it is
+ * freed (kernels before 7.2): then no fence may be made ahead of its use, or an unused one
+ * would keep the module from unloading. Context: any.
+ */
+bool vb2r_fence_pins_module(void);
 
 /*
  * vb2r_fence_create() - a new unsignaled dma_fence on @context with @seqno, driver name

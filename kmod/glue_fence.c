@@ -289,6 +289,11 @@ static bool vb2r_fence_is_ours(struct dma_fence *f)
 	return rcu_access_pointer(f->ops) == &vb2r_fence_ops;
 }
 
+bool vb2r_fence_pins_module(void)
+{
+	return !VB2R_FENCE_INDEPENDENT;
+}
+
 u64 vb2r_fence_context(void)
 {
 	return dma_fence_context_alloc(1);
@@ -338,6 +343,21 @@ int vb2r_fence_publish(struct dma_buf *const *bufs, u32 n, struct dma_fence *fen
 	/* One dma-buf per export (and per imported plane): a handful, bounded for the stack. */
 	if (n > 32)
 		return -EINVAL;
+	if (n == 1) {
+		/*
+		 * The common case (one export, or one imported dma-buf): a single resv is taken
+		 * without an acquire context, as dma_resv_lock() allows, since there is no other
+		 * lock of its class to order it against.
+		 */
+		ret = dma_resv_lock_interruptible(bufs[0]->resv, NULL);
+		if (ret)
+			return ret;
+		ret = dma_resv_reserve_fences(bufs[0]->resv, 1);
+		if (!ret)
+			dma_resv_add_fence(bufs[0]->resv, fence, DMA_RESV_USAGE_WRITE);
+		dma_resv_unlock(bufs[0]->resv);
+		return ret;
+	}
 	ww_acquire_init(&ctx, &reservation_ww_class);
 retry:
 	if (contended >= 0) {

@@ -78,6 +78,10 @@ extern "C" fn vb2r_rs_buf_done(
     state_: u32,
     event_ns: u64,
 ) {
+    if crate::queue::PENDING.load(Ordering::Acquire) == 0 {
+        // No fence of ours is pending anywhere: nothing to end (mode off's probe costs this).
+        return;
+    }
     let st = state();
     let Some(reg) = st.find_reg(q) else { return };
     if !reg.output {
@@ -121,10 +125,7 @@ unsafe extern "C" fn vb2r_rs_req_queue(_rs_node: *mut c_void, bufs: *const ffi::
         };
         // A request cannot fail once validated: a fence that cannot be published (no memory,
         // a signal while locking) leaves that job unfenced, as mode off would.
-        let armed = strict::snapshot(&queue)
-            .and_then(|snap| strict::jobs_after(&snap, &change))
-            .and_then(|jobs| strict::arm_jobs(&queue, &jobs, u64::MAX, None))
-            .unwrap_or(0);
+        let armed = strict::commit(&queue, &change, u64::MAX, None).unwrap_or(0);
         if armed != 0 {
             published = 1;
         }
@@ -166,28 +167,37 @@ fn buffer_dmabufs(q: *mut Vb2Queue, index: u32, memory: u32, fds: &[i32]) -> KVe
 
 /// # Safety
 ///
+/// Called by glue.c's unlocked_ioctl wrapper only (glue.h): `rs_node` as for [`vb2r_rs_pre`].
+///
+/// Whether a QBUF on this node needs [`vb2r_rs_qbuf_wait`]: not in mode off, nor once the node
+/// is detached (any context).
+#[no_mangle]
+unsafe extern "C" fn vb2r_rs_qbuf_checks(rs_node: *mut c_void) -> bool {
+    // SAFETY: see the function's safety section.
+    let node = unsafe { &*(rs_node as *const Node) };
+    state().mode() != Mode::Off && node.is_live()
+}
+
+/// # Safety
+///
 /// Called by glue.c's unlocked_ioctl wrapper only (glue.h): `rs_node` as for
 /// [`vb2r_rs_pre`], `w` valid, process context with no lock held.
 ///
-/// Before a capture QBUF takes the V4L2 lock: with `wait_readers` on, wait (interruptibly,
-/// bounded by `wait_readers_timeout_ms`) for the fences other devices left on the buffer's
-/// dma-bufs, so that the hardware never writes a picture a GPU is still sampling. A signal
-/// fails the QBUF with -ERESTARTSYS (restarted or -EINTR, as V4L2 users expect of a blocking
-/// ioctl); the bound with -ETIMEDOUT and a log line. O_NONBLOCK files wait too: V4L2's
-/// O_NONBLOCK concerns DQBUF, and ffmpeg (which opens the decoder O_NONBLOCK) does not expect
-/// -EAGAIN from QBUF; the wait is bounded.
+/// Before a capture QBUF takes the V4L2 lock, the one readers' check of that QBUF: whether
+/// another device's fence is still unsignaled on the buffer's dma-bufs. With `wait_readers` on,
+/// wait for those fences (interruptibly, bounded by `wait_readers_timeout_ms`), so that the
+/// hardware never writes a picture a GPU is still sampling; with it off, count the buffer as
+/// handed to the hardware with a reader busy ("readers busy at QBUF"). A signal fails the QBUF
+/// with -ERESTARTSYS (restarted or -EINTR, as V4L2 users expect of a blocking ioctl); the bound
+/// with -ETIMEDOUT and a log line. O_NONBLOCK files wait too: V4L2's O_NONBLOCK concerns DQBUF,
+/// and ffmpeg (which opens the decoder O_NONBLOCK) does not expect -EAGAIN from QBUF; the wait
+/// is bounded. Mode `off` adds nothing: no check, no wait, no count (docs/design.md).
 #[no_mangle]
 unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *const ffi::QbufWait) -> c_int {
     // SAFETY: see the function's safety section.
     let (node, w) = unsafe { (&*(rs_node as *const Node), &*w) };
-    // SAFETY: reads module parameters.
-    let (on, timeout_ms) = unsafe {
-        (
-            ffi::vb2r_param_wait_readers(),
-            ffi::vb2r_param_wait_readers_timeout_ms(),
-        )
-    };
-    if !on || !node.is_live() || !is_video_capture(w.type_) {
+    let st = state();
+    if st.mode() == Mode::Off || !node.is_live() || !is_video_capture(w.type_) {
         return 0;
     }
     let mut m2m = 0;
@@ -197,7 +207,18 @@ unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *const ffi::Qbuf
         return 0;
     }
     let fds = &w.fds[..(w.nplanes as usize).min(w.fds.len())];
-    if !readers_busy(state().find_queue(q).as_deref(), w.index, w.memory, fds) {
+    if !readers_busy(st.find_queue(q).as_deref(), w.index, w.memory, fds) {
+        return 0;
+    }
+    // SAFETY: reads module parameters.
+    let (on, timeout_ms) = unsafe {
+        (
+            ffi::vb2r_param_wait_readers(),
+            ffi::vb2r_param_wait_readers_timeout_ms(),
+        )
+    };
+    if !on {
+        node.counters.readers_busy.fetch_add(1, Ordering::Relaxed);
         return 0;
     }
     let bufs = buffer_dmabufs(q, w.index, w.memory, fds);
@@ -292,6 +313,12 @@ fn pre(node: &Node, c: &mut Call) -> Result {
     if c.op != op::RELEASE && !is_video_capture(c.type_) {
         return pre_output(node, c);
     }
+    let st = state();
+    let mode = st.mode();
+    if c.op == op::QBUF && !matches!(mode, Mode::Queue | Mode::Strict) {
+        // Nothing to arm (off, dqbuf) and nothing to look up: the wrapper's whole cost.
+        return Ok(());
+    }
     let (q, m2m) = call_queue(c);
     if q.is_null() {
         return Ok(());
@@ -300,21 +327,10 @@ fn pre(node: &Node, c: &mut Call) -> Result {
         node.busy_calls.fetch_add(1, Ordering::AcqRel);
         c.rs_flags |= flag::BUSY;
     }
-    let st = state();
-    let mode = st.mode();
     match c.op {
         op::QBUF => {
+            // The readers' check of this QBUF ran before the lock (vb2r_rs_qbuf_wait()).
             if !node.is_live() {
-                return Ok(());
-            }
-            // Counted in every mode: the hardware is about to get a buffer that another device
-            // may still be reading (after any wait_readers wait: a reader that started since).
-            let fds = &c.fds[..(c.nplanes as usize).min(c.fds.len())];
-            let known = st.find_queue(q);
-            if readers_busy(known.as_deref(), c.index, c.memory, fds) {
-                node.counters.readers_busy.fetch_add(1, Ordering::Relaxed);
-            }
-            if !matches!(mode, Mode::Queue | Mode::Strict) {
                 return Ok(());
             }
             let owner = owner_of(q, m2m, c);
@@ -340,15 +356,11 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             } else if c.memory != V4L2_MEMORY_MMAP {
                 return Ok(());
             }
-            let queue = match known {
-                Some(x) => x,
-                None => match st.queue_for(node, q, c.type_, m2m)? {
-                    Some(x) => x,
-                    None => return Ok(()),
-                },
+            let Some(queue) = st.queue_for(node, q, c.type_, m2m)? else {
+                return Ok(());
             };
             let armed = match mode {
-                Mode::Queue => queue.arm(c.index, &imported)?,
+                Mode::Queue => queue.arm(c.index, &imported, None)?,
                 _ => strict_capture_qbuf(&queue, q, c.index, &imported)?,
             };
             if armed {
@@ -372,16 +384,15 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             // kthread) and lockdep reports that against the published fences (docs/design.md,
             // "Mode strict").
             c.rs_mask = if m2m {
-                let snap = strict::snapshot(&queue)?;
                 let change = strict::Change {
                     cap_on: true,
                     ..Default::default()
                 };
-                strict::arm_jobs(&queue, &strict::jobs_after(&snap, &change)?, u64::MAX, None)?
+                strict::commit(&queue, &change, u64::MAX, None)?
             } else {
                 let mut mask = 0;
                 for i in vb2_queued(q) {
-                    if queue.arm(i, &queue.imported(i))? {
+                    if queue.arm(i, &queue.imported(i), None)? {
                         mask |= 1 << i;
                     }
                 }
@@ -424,9 +435,12 @@ fn strict_capture_qbuf(queue: &Queue, q: *mut Vb2Queue, index: u32, imported: &[
     if !queue.m2m {
         // SAFETY: in the QBUF of `q`, its lock held.
         let streaming = unsafe { ffi::vb2r_queue_streaming(q) } != 0;
-        return if streaming { queue.arm(index, imported) } else { Ok(false) };
+        return if streaming {
+            queue.arm(index, imported, None)
+        } else {
+            Ok(false)
+        };
     }
-    let snap = strict::snapshot(queue)?;
     let change = strict::Change {
         dst: Some(SnapBuf {
             index,
@@ -434,9 +448,8 @@ fn strict_capture_qbuf(queue: &Queue, q: *mut Vb2Queue, index: u32, imported: &[
         }),
         ..Default::default()
     };
-    let jobs = strict::jobs_after(&snap, &change)?;
     let only = if index < 64 { 1 << index } else { 0 };
-    Ok(strict::arm_jobs(queue, &jobs, only, Some((index, imported)))? != 0)
+    Ok(strict::commit(queue, &change, only, Some((index, imported)))? != 0)
 }
 
 /// A call on an m2m context's OUTPUT queue, mode strict: an OUTPUT QBUF (not into a request)
@@ -445,6 +458,10 @@ fn pre_output(node: &Node, c: &mut Call) -> Result {
     const V4L2_BUF_FLAG_REQUEST_FD: u32 = 0x0080_0000;
     const V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF: u32 = 0x0000_0200;
     if !matches!(c.op, op::QBUF | op::STREAMON | op::STREAMOFF) {
+        return Ok(());
+    }
+    if c.op != op::STREAMOFF && state().mode() != Mode::Strict {
+        // Only mode strict arms from the OUTPUT side: nothing to look up.
         return Ok(());
     }
     let (q, m2m) = call_queue(c);
@@ -466,7 +483,6 @@ fn pre_output(node: &Node, c: &mut Call) -> Result {
         // Into a request: committed when the request is queued (vb2r_rs_req_queue()).
         return Ok(());
     }
-    let snap = strict::snapshot(&queue)?;
     let src = [SnapBuf {
         index: c.index,
         hold: u32::from(c.flags & V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF != 0),
@@ -484,7 +500,7 @@ fn pre_output(node: &Node, c: &mut Call) -> Result {
             ..Default::default()
         }
     };
-    c.rs_mask = strict::arm_jobs(&queue, &strict::jobs_after(&snap, &change)?, u64::MAX, None)?;
+    c.rs_mask = strict::commit(&queue, &change, u64::MAX, None)?;
     // An OUTPUT QBUF runs the driver's buf_queue and may start the job: a signalling section.
     // OUTPUT STREAMON is not one, like the CAPTURE side's (start_streaming() allocates).
     c.signalling = u32::from(c.rs_mask != 0 && c.op == op::QBUF);
@@ -533,6 +549,11 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
             if let Some(q) = &queue {
                 q.finish(c.index, outcome);
                 q.prune(c.index);
+                if matches!(st.mode(), Mode::Queue | Mode::Strict) {
+                    // The next QBUF of this buffer arms without allocating; a failure here
+                    // only means that QBUF allocates.
+                    let _ = q.refill(c.index);
+                }
             }
             if st.mode() != Mode::Dqbuf || !node.is_live() {
                 return;

@@ -18,6 +18,7 @@ use crate::policy::{self, BufState};
 use kernel::str::CString;
 use core::ffi::c_int;
 use kernel::prelude::*;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use kernel::sync::{new_mutex, Arc, Mutex};
 
 #[cfg(vb2r_k612)]
@@ -26,6 +27,12 @@ use crate::k612::KVecExt;
 use crate::k612::{new_spinlock_irq, SpinLockIrq};
 #[cfg(not(vb2r_no_spinlock_irq))]
 use kernel::sync::{new_spinlock_irq, SpinLockIrq};
+
+/// Fences stored in a slot (any queue) and not yet ended through [`Queue::end`]: while it is 0
+/// the buf_done probe has nothing to end (mode off, or no frame in flight) and returns at once.
+/// A fence that leaves its slot another way (the slot dropped with it) keeps it above 0, which
+/// only costs the probe that shortcut.
+pub(crate) static PENDING: AtomicUsize = AtomicUsize::new(0);
 
 impl Outcome {
     /// The error a fence is signaled with (0 for none).
@@ -52,6 +59,11 @@ struct FenceSlot {
 }
 
 impl FenceSlot {
+    /// Whether the slot holds an unsignaled fence.
+    fn pending(&self) -> bool {
+        self.fence.as_ref().is_some_and(|f| !f.is_signaled())
+    }
+
     /// Takes the pending fence out (under the fence lock) with its arming time, recording how
     /// it ends; `None` when there is none or it is already signaled.
     fn take(&mut self, outcome: Outcome) -> Option<(Fence, u64)> {
@@ -97,6 +109,19 @@ struct BufInfo {
     timeline: Option<CString>,
     /// The dma-bufs VIDIOC_EXPBUF made of this buffer that someone besides us still holds.
     exports: KVec<DmaBuf>,
+    /// The next fence of this timeline (seqno `seqno + 1`), made ahead at DQBUF so that the
+    /// arming in QBUF allocates nothing ([`Queue::refill`]); never published, never seen.
+    spare: Option<Fence>,
+}
+
+impl Drop for BufInfo {
+    fn drop(&mut self) {
+        // An unused spare ends signaled like every fence of ours (7.2+ detaches our ops from a
+        // signaled fence, so none outlives the module with them).
+        if let Some(f) = self.spare.take() {
+            f.signal(Outcome::Ecanceled.errno());
+        }
+    }
 }
 
 impl BufInfo {
@@ -108,8 +133,15 @@ impl BufInfo {
         if self.timeline.is_none() {
             self.timeline = Some(node.timeline_name(queue, index)?);
         }
-        let name = self.timeline.as_deref().ok_or(EINVAL)?;
-        let fence = Fence::new(self.context, self.seqno + 1, name)?;
+        let fence = match self.spare.take() {
+            // Made for seqno `self.seqno + 1` on this context: every fence of the timeline is
+            // taken here, so the spare's number is still the next one.
+            Some(f) => f,
+            None => {
+                let name = self.timeline.as_deref().ok_or(EINVAL)?;
+                Fence::new(self.context, self.seqno + 1, name)?
+            }
+        };
         self.seqno += 1;
         Ok(fence)
     }
@@ -154,6 +186,10 @@ pub(crate) struct Queue {
     bufs: Mutex<KVec<BufInfo>>,
     #[pin]
     fences: SpinLockIrq<Fences>,
+    /// Mode strict, m2m: the working memory of [`crate::strict::commit`] (taken with the V4L2
+    /// queue lock held, before `bufs`; made at the first commit).
+    #[pin]
+    pub(crate) scratch: Mutex<Option<crate::strict::Scratch>>,
 }
 
 impl Queue {
@@ -182,6 +218,7 @@ impl Queue {
                 timeout_logged: core::sync::atomic::AtomicBool::new(false),
                 bufs <- new_mutex!(KVec::new()),
                 fences <- new_spinlock_irq!(Fences { cancelling: false, dead: false, slots: KVec::new() }),
+                scratch <- new_mutex!(None),
             }),
             GFP_KERNEL,
         )
@@ -193,8 +230,10 @@ impl Queue {
 
     /// Grows both tables to hold buffer `index` (process context, `bufs` held by the caller).
     /// Indices at or above the queue's `max_num_buffers` are refused with -EINVAL, as vb2
-    /// refuses them, before anything is allocated for them.
-    fn ensure(&self, bufs: &mut KVec<BufInfo>, index: u32) -> Result {
+    /// refuses them, before anything is allocated for them. Returns, from the same fence-lock
+    /// section that checks the table's size, whether buffer `index` may get a new fence: the
+    /// queue is not dead and the buffer has no pending fence.
+    fn ensure(&self, bufs: &mut KVec<BufInfo>, index: u32) -> Result<bool> {
         // SAFETY: called from an ioctl of this queue (glue.h contract), so `q` is alive.
         if index >= unsafe { ffi::vb2r_queue_max_buffers(self.raw()) } {
             return Err(EINVAL);
@@ -204,25 +243,34 @@ impl Queue {
         while bufs.len() < n {
             bufs.push(BufInfo::default(), GFP_KERNEL)?;
         }
+        let free = |g: &Fences| !g.dead && !g.slots[n - 1].pending();
+        {
+            let g = self.fences.lock();
+            if g.slots.len() >= n {
+                return Ok(free(&g));
+            }
+        }
         // The fence table may only be allocated outside its spinlock: build a bigger one here
         // and swap it in under the lock.
-        if self.fences.lock().slots.len() >= n {
-            return Ok(());
-        }
         let mut bigger = KVec::with_capacity(n, GFP_KERNEL)?;
-        let old = {
+        let (old, ok) = {
             let mut g = self.fences.lock();
-            for s in g.slots.drain_all() {
-                // Within capacity: cannot allocate or fail.
-                let _ = bigger.push_within_capacity(s);
+            if g.slots.len() >= n {
+                (None, free(&g))
+            } else {
+                for s in g.slots.drain_all() {
+                    // Within capacity: cannot allocate or fail.
+                    let _ = bigger.push_within_capacity(s);
+                }
+                while bigger.len() < n {
+                    let _ = bigger.push_within_capacity(FenceSlot::default());
+                }
+                let old = core::mem::replace(&mut g.slots, bigger);
+                (Some(old), free(&g))
             }
-            while bigger.len() < n {
-                let _ = bigger.push_within_capacity(FenceSlot::default());
-            }
-            core::mem::replace(&mut g.slots, bigger)
         };
         drop(old);
-        Ok(())
+        Ok(ok)
     }
 
     /// Marks the queue as returning buffers because of a cancel (STREAMOFF, REQBUFS, close).
@@ -234,20 +282,17 @@ impl Queue {
     /// module saw that someone still holds, and `imported` (the DMABUF fds of this QBUF).
     /// Process context, in QBUF before the driver sees the buffer, after the caller checked
     /// that vb2 will take the buffer. Everything that can fail or allocate happens before the
-    /// fence is published (`ffi::publish()`). Returns whether a fence was published.
-    pub(crate) fn arm(&self, index: u32, imported: &[DmaBuf]) -> Result<bool> {
+    /// fence is published (`ffi::publish()`). Mode strict: `job` is the committed job (its
+    /// OUTPUT buffer) the fence covers, recorded in the section that stores the fence. Two
+    /// fence-lock sections: the check (with [`Self::ensure`]) and the store. Returns whether a
+    /// fence was published.
+    pub(crate) fn arm(&self, index: u32, imported: &[DmaBuf], job: Option<u32>) -> Result<bool> {
         let i = index as usize;
         let mut bufs = self.bufs.lock();
-        self.ensure(&mut bufs, index)?;
-        {
-            let g = self.fences.lock();
-            if g.dead {
-                return Ok(false);
-            }
-            if g.slots[i].fence.as_ref().is_some_and(|f| !f.is_signaled()) {
-                // Cannot happen for a dequeued buffer (its fence ended at DQBUF at the latest).
-                return Ok(false);
-            }
+        // A pending fence cannot happen for a dequeued buffer (its fence ended at DQBUF at the
+        // latest); a dead queue arms nothing.
+        if !self.ensure(&mut bufs, index)? {
+            return Ok(false);
         }
         let b = &mut bufs[i];
         b.prune_exports();
@@ -266,8 +311,16 @@ impl Queue {
             if g.dead {
                 None
             } else {
-                g.slots[i].armed_ns = now;
-                Some(g.slots[i].fence.replace(slot_ref))
+                let s = &mut g.slots[i];
+                s.armed_ns = now;
+                s.jobs = match job {
+                    Some(src) if src < 64 => 1 << src,
+                    _ => 0,
+                };
+                let old = s.fence.replace(slot_ref);
+                // Before the buffer reaches the driver, so before any buf_done that ends it.
+                PENDING.fetch_add(1, Ordering::Release);
+                Some(old)
             }
         };
         self.node.counters.armed();
@@ -297,6 +350,7 @@ impl Queue {
         let Some((fence, armed_ns)) = taken else {
             return false;
         };
+        PENDING.fetch_sub(1, Ordering::Relaxed);
         fence.signal(outcome.errno());
         self.node
             .counters
@@ -506,6 +560,26 @@ impl Queue {
         }
         // Reserved above: cannot fail.
         let _ = bufs[i].exports.push_within_capacity(d);
+        Ok(())
+    }
+
+    /// Makes buffer `index`'s next fence ahead of its QBUF (process context: allocates), after
+    /// DQBUF: the buffer is the client's until its next QBUF, and arming there then takes the
+    /// spare instead of allocating. Only for a buffer that had a fence (it has a timeline), and
+    /// not where a fence pins the module (an unused spare would keep it from unloading).
+    pub(crate) fn refill(&self, index: u32) -> Result {
+        if ffi::fence_pins_module() {
+            return Ok(());
+        }
+        let mut bufs = self.bufs.lock();
+        let Some(b) = bufs.get_mut(index as usize) else {
+            return Ok(());
+        };
+        if b.spare.is_some() || b.context == 0 {
+            return Ok(());
+        }
+        let name = b.timeline.as_deref().ok_or(EINVAL)?;
+        b.spare = Some(Fence::new(b.context, b.seqno + 1, name)?);
         Ok(())
     }
 

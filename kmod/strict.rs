@@ -20,15 +20,34 @@ use crate::policy::{self, Outcome, SnapBuf};
 use crate::queue::Queue;
 use kernel::prelude::*;
 
-/// The job state of the m2m context of `queue` (process context, its queue lock held).
-pub(crate) fn snapshot(queue: &Queue) -> Result<KBox<M2mSnap>> {
-    let mut s = KBox::<M2mSnap>::new_uninit(GFP_KERNEL)?;
-    // SAFETY: `queue` is the CAPTURE queue of an m2m context (the caller checks `queue.m2m`),
-    // alive with its lock held; C fills every field of the snapshot it is given.
-    unsafe {
-        core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
-        ffi::vb2r_m2m_snapshot(queue.raw(), s.as_mut_ptr());
-        Ok(s.assume_init())
+#[cfg(vb2r_k612)]
+use crate::k612::KVecExt;
+
+/// The per-queue working memory of [`commit`]: the m2m snapshot and the job lists, allocated
+/// once (the first commit of the queue) and reused, so that a commit allocates nothing.
+pub(crate) struct Scratch {
+    snap: KBox<M2mSnap>,
+    src: KVec<SnapBuf>,
+    dst: KVec<SnapBuf>,
+    jobs: KVec<(u32, u32)>,
+}
+
+impl Scratch {
+    /// Process context: allocates.
+    pub(crate) fn new() -> Result<Self> {
+        let mut snap = KBox::<M2mSnap>::new_uninit(GFP_KERNEL)?;
+        // SAFETY: M2mSnap is plain integers (`repr(C)`, no references): all zeroes is a valid
+        // value, written over the whole allocation before it is assumed initialised.
+        let snap = unsafe {
+            core::ptr::write_bytes(snap.as_mut_ptr(), 0, 1);
+            snap.assume_init()
+        };
+        Ok(Scratch {
+            snap,
+            src: KVec::with_capacity(2 * SNAP_MAX + 4, GFP_KERNEL)?,
+            dst: KVec::with_capacity(2 * SNAP_MAX + 1, GFP_KERNEL)?,
+            jobs: KVec::with_capacity(2 * SNAP_MAX + 4, GFP_KERNEL)?,
+        })
     }
 }
 
@@ -48,12 +67,17 @@ pub(crate) struct Change<'a> {
     pub(crate) cap_on: bool,
 }
 
-/// The committed jobs (OUTPUT index, CAPTURE index) once `change` is done (process context).
-pub(crate) fn jobs_after(s: &M2mSnap, change: &Change<'_>) -> Result<KVec<(u32, u32)>> {
+/// The committed jobs (OUTPUT index, CAPTURE index) once `change` is done, into `x.jobs`, from
+/// the snapshot in `x.snap` (no allocation while the lists fit the capacity [`Scratch::new`]
+/// gave them, which a change of at most 4 OUTPUT buffers does).
+fn jobs_after(x: &mut Scratch, change: &Change<'_>) -> Result {
+    let s = &*x.snap;
     let out_on = s.out_streaming != 0 || change.out_on;
     let cap_on = s.cap_streaming != 0 || s.ignore_cap_streaming != 0 || change.cap_on;
-    let mut src = KVec::with_capacity(2 * SNAP_MAX + change.src.len(), GFP_KERNEL)?;
-    let mut dst = KVec::with_capacity(2 * SNAP_MAX + 1, GFP_KERNEL)?;
+    let (src, dst, jobs) = (&mut x.src, &mut x.dst, &mut x.jobs);
+    src.clear();
+    dst.clear();
+    jobs.clear();
     src.extend_from_slice(list(&s.src, s.nsrc), GFP_KERNEL)?;
     dst.extend_from_slice(list(&s.dst, s.ndst), GFP_KERNEL)?;
     if change.out_on {
@@ -69,27 +93,47 @@ pub(crate) fn jobs_after(s: &M2mSnap, change: &Change<'_>) -> Result<KVec<(u32, 
     if let (Some(d), true) = (change.dst, s.cap_streaming != 0 || change.cap_on) {
         dst.push(d, GFP_KERNEL)?;
     }
-    let mut jobs = KVec::with_capacity(src.len(), GFP_KERNEL)?;
-    policy::strict_pairs(&src, &dst, out_on && cap_on, |s, d| {
+    jobs.reserve(src.len(), GFP_KERNEL)?;
+    policy::strict_pairs(src, dst, out_on && cap_on, |s, d| {
         // Within capacity (one job per OUTPUT buffer at most): cannot allocate or fail.
         let _ = jobs.push_within_capacity((s, d));
     });
-    Ok(jobs)
+    Ok(())
 }
 
-/// Arms each job's CAPTURE buffer that has no pending fence yet, and records the job (its
-/// OUTPUT buffer) on the fence that covers it; `this` is the buffer of the current CAPTURE
-/// QBUF with the dma-bufs its fds name (its vb2 planes are not set yet). Other buffers are in
-/// the driver already: their imports come from vb2. Only the jobs whose CAPTURE buffer is in
-/// `only` (a mask; all when `u64::MAX`) are looked at. Returns the mask of buffers armed.
-pub(crate) fn arm_jobs(
+/// Commits the jobs `change` makes on the m2m context of `queue` (process context, its queue
+/// lock held, before the call that makes the change): arms each job's CAPTURE buffer that has
+/// no pending fence yet, and records the job (its OUTPUT buffer) on the fence that covers it;
+/// `this` is the buffer of the current CAPTURE QBUF with the dma-bufs its fds name (its vb2
+/// planes are not set yet). Other buffers are in the driver already: their imports come from
+/// vb2. Only the jobs whose CAPTURE buffer is in `only` (a mask; all when `u64::MAX`) are looked
+/// at. Returns the mask of buffers armed.
+pub(crate) fn commit(
     queue: &Queue,
-    jobs: &[(u32, u32)],
+    change: &Change<'_>,
     only: u64,
     this: Option<(u32, &[DmaBuf])>,
 ) -> Result<u64> {
+    let mut guard = queue.scratch.lock();
+    let slot: &mut Option<Scratch> = &mut guard;
+    if slot.is_none() {
+        *slot = Some(Scratch::new()?);
+    }
+    let Some(x) = slot.as_mut() else {
+        return Err(ENOMEM);
+    };
+    // SAFETY: `queue` is the CAPTURE queue of an m2m context (the callers check `queue.m2m`),
+    // alive with its lock held; the snapshot is ours (the scratch lock) and C writes only
+    // within it.
+    unsafe { ffi::vb2r_m2m_snapshot(queue.raw(), &mut *x.snap) };
+    if x.snap.nsrc == 0 && change.src.is_empty() && !change.out_on {
+        // No OUTPUT buffer is or enters the ready queue: no job (a CAPTURE QBUF ahead of its
+        // bitstream, a stateless decoder's usual order).
+        return Ok(0);
+    }
+    jobs_after(x, change)?;
     let mut armed = 0u64;
-    for &(src, dst) in jobs {
+    for &(src, dst) in x.jobs.iter() {
         if dst >= 64 || only & (1 << dst) == 0 {
             continue;
         }
@@ -99,11 +143,10 @@ pub(crate) fn arm_jobs(
             continue;
         }
         let published = match this {
-            Some((idx, imported)) if idx == dst => queue.arm(dst, imported)?,
-            _ => queue.arm(dst, &queue.imported(dst))?,
+            Some((idx, imported)) if idx == dst => queue.arm(dst, imported, Some(src))?,
+            _ => queue.arm(dst, &queue.imported(dst), Some(src))?,
         };
         if published {
-            queue.add_job(dst, src);
             armed |= 1 << dst;
         }
     }
