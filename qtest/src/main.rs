@@ -712,10 +712,18 @@ fn check_stream(cli: &Cli, seconds: f64, detach: bool, expect_fenced: bool) -> R
     cap.streamoff()?;
     for (i, sf) in sfs.iter().enumerate() {
         if let Some(sf) = sf {
-            ensure!(
-                status_of(sf)? != 0,
-                "buffer {i}: fence pending after STREAMOFF"
-            );
+            if status_of(sf)? == 0 {
+                // Which fence, of which queue and queueing, and what the buffers show now.
+                let now: Vec<String> = exports
+                    .iter()
+                    .map(|e| fences(e).map(|(f, _)| describe(&f)).unwrap_or_default())
+                    .collect();
+                bail!(
+                    "buffer {i}: fence pending after STREAMOFF: {} (after {frames} frames; the buffers now: {})",
+                    describe(&sys::sync_file_info(sf)?),
+                    now.join(" / ")
+                );
+            }
         }
     }
     if detach {
