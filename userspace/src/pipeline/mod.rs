@@ -22,6 +22,7 @@ use crate::truth::FrameMd5;
 use anyhow::{anyhow, Result};
 use pool::PoolStats;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -84,6 +85,23 @@ pub struct MpvKwinArgs<'a> {
 /// Older and later candidates kept per frame.
 const NEIGHBOURS: usize = 8;
 
+/// The CPU views of the frames `order` visits, at most [`NEIGHBOURS`]: the first one decoded
+/// into `buffer` leads (what that buffer held before, or was overwritten with next), then the
+/// others in `order`.
+fn neighbours(
+    decoded: &HashMap<usize, decode_side::Decoded>,
+    order: impl Iterator<Item = usize> + Clone,
+    buffer: u32,
+) -> Vec<(usize, &[u8])> {
+    let frames = order.filter_map(|i| decoded.get(&i).map(|o| (i, o)));
+    let own = frames.clone().find(|(_, o)| o.buffer == buffer);
+    own.into_iter()
+        .chain(frames.filter(|(i, _)| own.is_none_or(|(j, _)| j != *i)))
+        .take(NEIGHBOURS)
+        .map(|(i, o)| (i, o.cpu.as_slice()))
+        .collect()
+}
+
 /// Runs the stream through the mpv + KWin pipeline and classifies every compositor read.
 pub fn run_mpv_kwin(a: MpvKwinArgs<'_>) -> Result<Run> {
     let data =
@@ -127,49 +145,16 @@ pub fn run_mpv_kwin(a: MpvKwinArgs<'_>) -> Result<Run> {
     let g = crate::sampler::geometry(&layout);
     let mut reads = outcome.reads;
     reads.sort_by_key(|r| r.frame);
+    let last = side.decoded.keys().copied().max().unwrap_or(0);
     for r in &reads {
         let d = side
             .decoded
             .get(&r.frame)
             .ok_or_else(|| anyhow!("frame {} was read but never decoded", r.frame))?;
-        // Older frames: this buffer's own last contents first, then the last frames.
-        let mut previous: Vec<(usize, &[u8])> = Vec::new();
-        if let Some((i, o)) = (0..r.frame)
-            .rev()
-            .filter_map(|i| side.decoded.get(&i).map(|o| (i, o)))
-            .find(|(_, o)| o.buffer == d.buffer)
-        {
-            previous.push((i, o.cpu.as_slice()));
-        }
-        for i in (0..r.frame).rev() {
-            if previous.len() >= NEIGHBOURS {
-                break;
-            }
-            if let Some(o) = side.decoded.get(&i) {
-                if !previous.iter().any(|(j, _)| *j == i) {
-                    previous.push((i, o.cpu.as_slice()));
-                }
-            }
-        }
-        // Later frames: what was decoded into this buffer next first, then the next frames.
-        let last = side.decoded.keys().copied().max().unwrap_or(r.frame);
-        let mut later: Vec<(usize, &[u8])> = Vec::new();
-        if let Some((i, o)) = (r.frame + 1..=last)
-            .filter_map(|i| side.decoded.get(&i).map(|o| (i, o)))
-            .find(|(_, o)| o.buffer == d.buffer)
-        {
-            later.push((i, o.cpu.as_slice()));
-        }
-        for i in r.frame + 1..=last {
-            if later.len() >= NEIGHBOURS {
-                break;
-            }
-            if let Some(o) = side.decoded.get(&i) {
-                if !later.iter().any(|(j, _)| *j == i) {
-                    later.push((i, o.cpu.as_slice()));
-                }
-            }
-        }
+        // Older frames: this buffer's own last contents first, then the last frames; later
+        // frames: what was decoded into this buffer next first, then the next frames.
+        let previous = neighbours(&side.decoded, (0..r.frame).rev(), d.buffer);
+        let later = neighbours(&side.decoded, r.frame + 1..=last, d.buffer);
         let verdict = classify::classify(&classify::Frame {
             geometry: g,
             gpu: &r.nv12,
@@ -241,4 +226,39 @@ pub fn run_mpv_kwin(a: MpvKwinArgs<'_>) -> Result<Run> {
         images_created: outcome.images_created,
         stats,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbours_put_the_buffers_own_frame_first() {
+        let frame = |buffer: u32, n: u8| decode_side::Decoded {
+            buffer,
+            queueing: 0,
+            error: false,
+            cpu: vec![n],
+            sentinel: None,
+            md5: String::new(),
+            decode_ok: None,
+        };
+        // Frames 0..12 in buffers 0, 1, 2, 0, 1, 2, ...
+        let decoded: HashMap<usize, decode_side::Decoded> =
+            (0..12).map(|i| (i, frame(i as u32 % 3, i as u8))).collect();
+        let idx = |v: Vec<(usize, &[u8])>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        // Before frame 7 (buffer 1): frame 4 (buffer 1) first, then 6, 5, 3, ... at most 8.
+        assert_eq!(
+            idx(neighbours(&decoded, (0..7).rev(), 1)),
+            vec![4, 6, 5, 3, 2, 1, 0]
+        );
+        // After frame 3 (buffer 0): frame 6 (buffer 0) first, then 4, 5, 7, ..., 8 in all.
+        assert_eq!(
+            idx(neighbours(&decoded, 4..=11, 0)),
+            vec![6, 4, 5, 7, 8, 9, 10, 11]
+        );
+        // No frame of that buffer: the order alone.
+        assert_eq!(idx(neighbours(&decoded, 0..3, 7)), vec![0, 1, 2]);
+        assert_eq!(neighbours(&decoded, 0..0, 0).len(), 0);
+    }
 }
