@@ -3,20 +3,15 @@
 # release (`--pipeline mpv-kwin`, userspace/src/pipeline/), and the PineTab2 geometry.
 # shellcheck shell=bash
 
-PIPE_VB2R="$VB2R_REPO/target/release/vb2-resv"
-PIPE_STREAM="$VB2R_REPO/userspace/tests/streams/baseline-320x240.h264"
+# The binary, the stream, egl_need and egl_visl are egl.sh's.
+PIPE_VB2R=$EGL_VB2R
+PIPE_STREAM=$EGL_STREAM
 # Made by `make test` (scripts/make-streams.sh --big): 1920x1080, coded 1920x1088, B-frames.
 PIPE_BIG="$VB2R_REPO/build/streams/high-1920x1080.h264"
 TEST_TIMEOUT[verifier.consumer-wait]=900
 TEST_TIMEOUT[verifier.pipeline.reverse-hazard]=600
 TEST_TIMEOUT[verifier.geometry.pinetab2]=900
 TEST_TIMEOUT[verifier.demo]=600
-
-pipe_need() {
-	[ -x "$PIPE_VB2R" ] || fail "$PIPE_VB2R not built"
-	[ -f "$PIPE_STREAM" ] || fail "no test stream $PIPE_STREAM"
-	command -v jq >/dev/null || fail "jq missing"
-}
 
 # pipe_arm JSON ARM: "mode/sample_at/consumer_wait[/wait_readers]" of arm ARM.
 pipe_arm() {
@@ -42,7 +37,7 @@ pipe_all_correct() {
 }
 
 t_verifier_consumer_wait() {
-	pipe_need
+	egl_need
 	local dev j=/tmp/cw-queued.json k=/tmp/cw-committed.json i n arm racy busy held
 	# visl draws the picture when its job starts and then waits out 500 ms: a read that begins
 	# before the job starts sees the sentinel, one after it the finished picture.
@@ -117,7 +112,7 @@ t_verifier_consumer_wait() {
 }
 
 t_verifier_pipeline_reverse_hazard() {
-	pipe_need
+	egl_need
 	local dev j=/tmp/rev.json waited
 	# A 10 ms job: the decoder is done with the next picture long before the compositor's
 	# 200 ms GPU read of the buffer it released ends.
@@ -151,7 +146,7 @@ t_verifier_pipeline_reverse_hazard() {
 }
 
 t_verifier_geometry_pinetab2() {
-	pipe_need
+	egl_need
 	local dev j=/tmp/geo.json s=/tmp/geo-syn.json u=/tmp/geo-uv.json png
 	[ -f "$PIPE_BIG" ] || fail "no $PIPE_BIG (make test generates it: scripts/make-streams.sh --big)"
 	# The synthetic decoder with hantro's CAPTURE layout: NV12 1920x1088 coded, 1080 visible,
@@ -184,7 +179,7 @@ t_verifier_geometry_pinetab2() {
 }
 
 t_verifier_demo() {
-	pipe_need
+	egl_need
 	local st=/tmp/demo-test/evidence/stories.md n
 	cleanup_modules
 	# `make demo`'s guest half, as it runs there (scripts/guest/demo.sh), into a scratch dir.
