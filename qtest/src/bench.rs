@@ -21,6 +21,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use v4l2r::memory::MemoryType;
+use vb2r::sys;
 use vb2r::v4l2::Queue;
 
 #[derive(clap::Args)]
@@ -81,7 +82,19 @@ struct Record {
     /// Frames the wall time covers.
     frames: u64,
     wall_ns: u64,
+    /// Module absent only: the kernel's own cost of attaching one fence, per frame on the
+    /// dequeued buffer's export ([`FLOOR_IMPORT`], [`FLOOR_REFUSED`]); not in the sums.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    floor: Vec<(String, Vec<u64>)>,
 }
+
+/// The configuration that measures the floor: the module absent, the loop of `absent` with the
+/// two floor ioctls between DQBUF and QBUF (a run of its own, so that `absent` stays untouched).
+const FLOOR_LABEL: &str = "floor";
+/// DMA_BUF_IOCTL_IMPORT_SYNC_FILE of one fence as WRITE: one resv lock, reserve, add, unlock.
+const FLOOR_IMPORT: &str = "IMPORT_SYNC_FILE";
+/// A DMA_BUF_IOCTL_SYNC refused after its copy-in: the round trip without the work.
+const FLOOR_REFUSED: &str = "refused dma-buf ioctl";
 
 impl Record {
     /// Per frame: the sum of the timed ioctls.
@@ -223,6 +236,16 @@ fn measure(cli: &Cli, which: Dev, frames: u32, exports: u32, label: &str) -> Res
         vec!["CAPTURE DQBUF", "CAPTURE QBUF"]
     };
     let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(frames as usize); names.len()];
+    // The floor, with the module absent: what the kernel itself spends attaching one fence to
+    // the buffer just dequeued (a signaled stub from EXPORT_SYNC_FILE, added as WRITE: its
+    // fence replaces the previous one, as a fence of ours replaces the last one of its
+    // timeline), and a refused ioctl on the same dma-buf, whose difference is that attach.
+    let stub = if label == FLOOR_LABEL {
+        Some(sys::export_write_fences(&_exports[0])?)
+    } else {
+        None
+    };
+    let mut floor: [Vec<u64>; 2] = Default::default();
     cap.streamon()?;
     let mut t0 = Instant::now();
     for f in 0..frames {
@@ -249,6 +272,12 @@ fn measure(cli: &Cli, which: Dev, frames: u32, exports: u32, label: &str) -> Res
                 Ok(())
             })?);
         }
+        let mut fl = [0u64; 2];
+        if let Some(stub) = &stub {
+            let e = &_exports[(i * exports) as usize];
+            fl[0] = timed(|| sys::import_sync_file(e, stub, sys::DMA_BUF_SYNC_WRITE))?;
+            fl[1] = timed(|| sys::dmabuf_refused_ioctl(e))?;
+        }
         t.push(timed(|| {
             cap.qbuf_mmap(i, 0).context("CAPTURE QBUF")?;
             Ok(())
@@ -256,6 +285,10 @@ fn measure(cli: &Cli, which: Dev, frames: u32, exports: u32, label: &str) -> Res
         if f >= WARMUP {
             for (k, x) in t.into_iter().enumerate() {
                 samples[k].push(x);
+            }
+            if stub.is_some() {
+                floor[0].push(fl[0]);
+                floor[1].push(fl[1]);
             }
         }
     }
@@ -271,6 +304,15 @@ fn measure(cli: &Cli, which: Dev, frames: u32, exports: u32, label: &str) -> Res
         ioctls: names.iter().map(|n| n.to_string()).zip(samples).collect(),
         frames: u64::from(frames - WARMUP),
         wall_ns: wall.as_nanos() as u64,
+        floor: if stub.is_some() {
+            [FLOOR_IMPORT, FLOOR_REFUSED]
+                .iter()
+                .map(|n| n.to_string())
+                .zip(floor)
+                .collect()
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -310,6 +352,7 @@ fn from_decode(text: &str, label: &str, skip: usize) -> Result<Record> {
         ioctls,
         frames: n,
         wall_ns: (n as f64 / fps * 1e9) as u64,
+        floor: Vec::new(),
     })
 }
 
@@ -351,6 +394,7 @@ struct Pooled {
     sums: Vec<u64>,
     frames: u64,
     wall_ns: u64,
+    floor: Vec<(String, Vec<u64>)>,
 }
 
 fn pool(recs: &[Record]) -> Vec<Pooled> {
@@ -371,6 +415,7 @@ fn pool(recs: &[Record]) -> Vec<Pooled> {
                     sums: vec![],
                     frames: 0,
                     wall_ns: 0,
+                    floor: vec![],
                 });
                 out.last_mut().expect("just pushed")
             }
@@ -382,12 +427,18 @@ fn pool(recs: &[Record]) -> Vec<Pooled> {
                 None => p.ioctls.push((name.clone(), v.clone())),
             }
         }
+        for (name, v) in &r.floor {
+            match p.floor.iter_mut().find(|(n, _)| n == name) {
+                Some((_, pv)) => pv.extend_from_slice(v),
+                None => p.floor.push((name.clone(), v.clone())),
+            }
+        }
         p.sums.extend(r.sums());
         p.frames += r.frames;
         p.wall_ns += r.wall_ns;
     }
     for p in &mut out {
-        for (_, v) in &mut p.ioctls {
+        for (_, v) in p.ioctls.iter_mut().chain(p.floor.iter_mut()) {
             v.sort_unstable();
         }
         p.sums.sort_unstable();
@@ -421,7 +472,8 @@ fn with_ratio(x: f64, base: Option<f64>) -> String {
 }
 
 fn table(recs: &[Record]) -> String {
-    let pooled = pool(recs);
+    let (floors, pooled): (Vec<Pooled>, Vec<Pooled>) =
+        pool(recs).into_iter().partition(|p| p.label == FLOOR_LABEL);
     // Every ioctl name, in first-seen loop order.
     let mut cols: Vec<String> = Vec::new();
     for p in &pooled {
@@ -492,6 +544,67 @@ fn table(recs: &[Record]) -> String {
     for v in verdicts {
         s.push_str(&format!("- {v}\n"));
     }
+    s.push_str(&floor_section(&floors, &pooled));
+    s
+}
+
+/// The floor runs: what attaching one fence costs the kernel itself, and what that leaves of
+/// the CAPTURE QBUF target for a mode that arms in QBUF.
+fn floor_section(floors: &[Pooled], pooled: &[Pooled]) -> String {
+    let mut s = String::new();
+    for f in floors {
+        let get = |name: &str| {
+            f.floor
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| p_us(v, 0.5))
+        };
+        let (Some(import), Some(refused)) = (get(FLOOR_IMPORT), get(FLOOR_REFUSED)) else {
+            continue;
+        };
+        if s.is_empty() {
+            s.push_str("\nThe floor (module absent, the same loop, between DQBUF and QBUF of each buffer): DMA_BUF_IOCTL_IMPORT_SYNC_FILE of one signaled fence as WRITE into the dequeued buffer's export (one resv lock, reserve, add, unlock: the kernel's own fence attach, without even the allocation and dma_fence_init a new fence needs), minus a DMA_BUF_IOCTL_SYNC the kernel refuses after its copy-in (the round trip). A mode that publishes a fence in CAPTURE QBUF pays at least that much in it.\n\n");
+        }
+        let attach = (import - refused).max(0.0);
+        let qbuf = |p: &Pooled| {
+            p.ioctls
+                .iter()
+                .find(|(n, _)| n == "CAPTURE QBUF")
+                .map(|(_, v)| p_us(v, 0.5))
+        };
+        let base = pooled
+            .iter()
+            .find(|b| b.node == f.node && b.label == "absent" && b.exports == 1)
+            .and_then(qbuf);
+        s.push_str(&format!(
+            "- {}: {FLOOR_IMPORT} p50 {import:.1} us, {FLOOR_REFUSED} p50 {refused:.1} us: one fence attach {attach:.1} us",
+            f.node
+        ));
+        if let Some(b) = base.filter(|b| *b > 0.0) {
+            s.push_str(&format!(
+                "; CAPTURE QBUF absent {b:.1} us, so an arming QBUF is at least {:.1} us ({:.2}x)",
+                b + attach,
+                (b + attach) / b
+            ));
+            for p in pooled.iter().filter(|p| {
+                p.node == f.node && matches!(p.label.as_str(), "strict" | "queue")
+            }) {
+                if let Some(q) = qbuf(p) {
+                    let ex = if p.exports == 1 {
+                        String::new()
+                    } else {
+                        format!(" ({} exports)", p.exports)
+                    };
+                    s.push_str(&format!(
+                        "; {}{ex} {q:.1} us, {:.1} us above that",
+                        p.label,
+                        q - b - attach
+                    ));
+                }
+            }
+        }
+        s.push_str("\n");
+    }
     s
 }
 
@@ -547,7 +660,30 @@ mod tests {
             ],
             frames: n as u64,
             wall_ns,
+            floor: vec![],
         }
+    }
+
+    #[test]
+    fn floor_runs_leave_the_table_and_bound_the_arming_qbuf() {
+        let mut f = rec("vim2m", "floor", 10_000, 5_000, 4, 1);
+        f.floor = vec![
+            (FLOOR_IMPORT.into(), vec![9_000; 4]),
+            (FLOOR_REFUSED.into(), vec![2_000; 4]),
+        ];
+        let recs = vec![
+            rec("vim2m", "absent", 10_000, 5_000, 4, 1),
+            f.clone(),
+            rec("vim2m", "strict", 20_000, 5_000, 4, 1),
+        ];
+        let t = table(&recs);
+        assert!(!t.contains("| floor |"), "{t}");
+        assert!(
+            t.contains("one fence attach 7.0 us; CAPTURE QBUF absent 10.0 us, so an arming QBUF is at least 17.0 us (1.70x); strict 20.0 us, 3.0 us above that"),
+            "{t}"
+        );
+        let back: Record = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+        assert_eq!(back, f);
     }
 
     #[test]

@@ -88,6 +88,9 @@ REC=$REC_KEEP
 for round in $(seq "$ROUNDS"); do
 	echo "--- round $round of $ROUNDS"
 	measure absent "$round"
+	# The floor: the absent loop plus the kernel's own one-fence attach (qtest bench: FLOOR_LABEL).
+	"$QTEST" bench run --dev vivid --frames "$FRAMES_VIVID" --label floor --record "$REC" | grep -v '^device:'
+	"$QTEST" bench run --dev vim2m --frames "$FRAMES_VIM2M" --label floor --record "$REC" | grep -v '^device:'
 	for m in $MODES; do
 		insmod "$KO" mode="$m" attach=vivid,vim2m,visl
 		got=$(cat /sys/module/vb2_resv/parameters/mode)

@@ -27,6 +27,12 @@ pub const DMA_BUF_SYNC_START: u64 = 0;
 pub const DMA_BUF_SYNC_END: u64 = 4;
 nix::ioctl_readwrite!(dma_buf_export_sync_file, b'b', 2, DmaBufExportSyncFile);
 nix::ioctl_write_ptr!(dma_buf_ioctl_sync, b'b', 0, DmaBufSync);
+#[repr(C)]
+struct DmaBufImportSyncFile {
+    flags: u32,
+    fd: i32,
+}
+nix::ioctl_write_ptr!(dma_buf_import_sync_file, b'b', 3, DmaBufImportSyncFile);
 
 // <linux/sync_file.h>
 #[repr(C)]
@@ -152,6 +158,31 @@ pub fn dmabuf_sync(dmabuf: &impl AsRawFd, flags: u64) -> Result<()> {
     // SAFETY: `arg` is the ioctl's argument struct.
     unsafe { dma_buf_ioctl_sync(dmabuf.as_raw_fd(), &arg) }.context("DMA_BUF_IOCTL_SYNC")?;
     Ok(())
+}
+
+/// DMA_BUF_IOCTL_IMPORT_SYNC_FILE: adds the fences of `sync_file` to `dmabuf`'s reservation
+/// object, as WRITE fences when `flags` has DMA_BUF_SYNC_WRITE, else as READ fences (one resv
+/// lock, reserve and add per fence: what attaching a fence costs the kernel itself).
+pub fn import_sync_file(dmabuf: &impl AsRawFd, sync_file: &impl AsRawFd, flags: u64) -> Result<()> {
+    let arg = DmaBufImportSyncFile {
+        flags: flags as u32,
+        fd: sync_file.as_raw_fd(),
+    };
+    // SAFETY: `arg` is the ioctl's argument struct.
+    unsafe { dma_buf_import_sync_file(dmabuf.as_raw_fd(), &arg) }
+        .context("DMA_BUF_IOCTL_IMPORT_SYNC_FILE")?;
+    Ok(())
+}
+
+/// A DMA_BUF_IOCTL_SYNC the kernel refuses after copying its argument (an undefined flag):
+/// the cost of a round trip into the dma-buf's ioctl with no work, -EINVAL expected.
+pub fn dmabuf_refused_ioctl(dmabuf: &impl AsRawFd) -> Result<()> {
+    let arg = DmaBufSync { flags: 1 << 40 };
+    // SAFETY: `arg` is the ioctl's argument struct.
+    match unsafe { dma_buf_ioctl_sync(dmabuf.as_raw_fd(), &arg) } {
+        Err(nix::errno::Errno::EINVAL) => Ok(()),
+        other => bail!("DMA_BUF_IOCTL_SYNC with an undefined flag: {other:?}, not EINVAL"),
+    }
 }
 
 /// A dma-buf with a read-write shared mapping of its first `len` bytes, accessed only between
