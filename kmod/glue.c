@@ -131,7 +131,13 @@ void vb2r_exit_call(void)
 {
 	uint tail;
 
-	if (atomic_dec_and_test(&vb2r_inflight))
+	/*
+	 * Only unload waits for the count to reach zero (vb2r_wait_wrappers()): wake only a waiter
+	 * (the usual wrapper finds none and takes no lock). The decrement is a full barrier and
+	 * wq_has_sleeper() another, paired with the one in prepare_to_wait_event() between the
+	 * waiter's enqueue and its look at the count: either it sees zero or we see it waiting.
+	 */
+	if (atomic_dec_and_test(&vb2r_inflight) && wq_has_sleeper(&vb2r_inflight_wq))
 		wake_up_all(&vb2r_inflight_wq);
 	tail = READ_ONCE(test_unload_tail_ms);
 	if (unlikely(tail) && !module_is_live(THIS_MODULE)) {

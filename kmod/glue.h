@@ -426,12 +426,14 @@ struct vb2r_m2m_snap {
 };
 
 /*
- * vb2r_m2m_snapshot() - fill @s for the m2m context whose CAPTURE queue is @cap_q.
+ * vb2r_m2m_snapshot() - fill @s for the m2m context whose CAPTURE queue is @cap_q; the lists of
+ * buffers vb2 holds (src_vb2, dst_vb2) only when @vb2_held (a STREAMON needs them), else their
+ * counts are 0.
  * @cap_q must be the CAPTURE queue of an m2m context (vb2r_file_queue() said m2m).
  * Context: process, in a call on the context's file, its queue lock held (the ready queues are
  * read under their spinlocks).
  */
-void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s);
+void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s, bool vb2_held);
 
 /*
  * vb2r_m2m_out_queue() - the OUTPUT queue of the m2m context whose CAPTURE queue is @cap_q.

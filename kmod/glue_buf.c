@@ -203,7 +203,7 @@ u32 vb2r_queue_vb2_queued(struct vb2_queue *q, struct vb2r_snap_buf *out, u32 ma
 	return n;
 }
 
-void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s)
+void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s, bool vb2_held)
 {
 	struct v4l2_m2m_ctx *ctx = vb2r_m2m_ctx(cap_q);
 
@@ -212,6 +212,11 @@ void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s)
 	s->ignore_cap_streaming = ctx->ignore_cap_streaming;
 	s->nsrc = vb2r_snap_rdy(&ctx->out_q_ctx, s->src, true);
 	s->ndst = vb2r_snap_rdy(&ctx->cap_q_ctx, s->dst, false);
+	if (!vb2_held) {
+		s->nsrc_vb2 = 0;
+		s->ndst_vb2 = 0;
+		return;
+	}
 	s->nsrc_vb2 = vb2r_queue_vb2_queued(&ctx->out_q_ctx.q, s->src_vb2, VB2R_SNAP_MAX);
 	s->ndst_vb2 = vb2r_queue_vb2_queued(&ctx->cap_q_ctx.q, s->dst_vb2, VB2R_SNAP_MAX);
 }

@@ -319,6 +319,12 @@ fn pre(node: &Node, c: &mut Call) -> Result {
         // Nothing to arm (off, dqbuf) and nothing to look up: the wrapper's whole cost.
         return Ok(());
     }
+    if c.op == op::DQBUF && mode == Mode::Off && crate::queue::PENDING.load(Ordering::Acquire) == 0 {
+        // Mode off with no fence of ours pending anywhere: nothing to end, make or attach at
+        // DQBUF (exports nobody holds any more are dropped at the next REQBUFS, close or
+        // detach instead, docs/design.md).
+        return Ok(());
+    }
     let (q, m2m) = call_queue(c);
     if q.is_null() {
         return Ok(());
@@ -548,11 +554,12 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
             // pending, nothing may race after DQBUF: end it now, in every mode.
             if let Some(q) = &queue {
                 q.finish(c.index, outcome);
-                q.prune(c.index);
                 if matches!(st.mode(), Mode::Queue | Mode::Strict) {
                     // The next QBUF of this buffer arms without allocating; a failure here
                     // only means that QBUF allocates.
                     let _ = q.refill(c.index);
+                } else {
+                    q.prune(c.index);
                 }
             }
             if st.mode() != Mode::Dqbuf || !node.is_live() {

@@ -180,6 +180,9 @@ pub(crate) struct Queue {
     /// The `struct vb2_queue` address of the m2m context's OUTPUT queue (0 if not m2m): a
     /// second registry key, so that the probe and the request hook find this queue from it.
     pub(crate) out_q: usize,
+    /// The queue's `max_num_buffers` (set by vb2_queue_init() and fixed from then on): the
+    /// bound on buffer indices, read once instead of at every arming.
+    max_buffers: u32,
     /// The watchdog logged a timeout on this queue already (once per queue).
     timeout_logged: core::sync::atomic::AtomicBool,
     #[pin]
@@ -207,6 +210,8 @@ impl Queue {
         } else {
             0
         };
+        // SAFETY: as above, `q` is alive in this call (an ioctl of the queue).
+        let max_buffers = unsafe { ffi::vb2r_queue_max_buffers(q) };
         Arc::pin_init(
             pin_init!(Queue {
                 q: q as usize,
@@ -215,6 +220,7 @@ impl Queue {
                 type_,
                 m2m,
                 out_q,
+                max_buffers,
                 timeout_logged: core::sync::atomic::AtomicBool::new(false),
                 bufs <- new_mutex!(KVec::new()),
                 fences <- new_spinlock_irq!(Fences { cancelling: false, dead: false, slots: KVec::new() }),
@@ -234,8 +240,7 @@ impl Queue {
     /// section that checks the table's size, whether buffer `index` may get a new fence: the
     /// queue is not dead and the buffer has no pending fence.
     fn ensure(&self, bufs: &mut KVec<BufInfo>, index: u32) -> Result<bool> {
-        // SAFETY: called from an ioctl of this queue (glue.h contract), so `q` is alive.
-        if index >= unsafe { ffi::vb2r_queue_max_buffers(self.raw()) } {
+        if index >= self.max_buffers {
             return Err(EINVAL);
         }
         // Below max_num_buffers (at most 32768 in vb2), so `+ 1` cannot overflow.
@@ -567,15 +572,14 @@ impl Queue {
     /// DQBUF: the buffer is the client's until its next QBUF, and arming there then takes the
     /// spare instead of allocating. Only for a buffer that had a fence (it has a timeline), and
     /// not where a fence pins the module (an unused spare would keep it from unloading).
+    /// In the same `bufs` section, what [`Self::prune`] does: one section per DQBUF.
     pub(crate) fn refill(&self, index: u32) -> Result {
-        if ffi::fence_pins_module() {
-            return Ok(());
-        }
         let mut bufs = self.bufs.lock();
         let Some(b) = bufs.get_mut(index as usize) else {
             return Ok(());
         };
-        if b.spare.is_some() || b.context == 0 {
+        b.prune_exports();
+        if ffi::fence_pins_module() || b.spare.is_some() || b.context == 0 {
             return Ok(());
         }
         let name = b.timeline.as_deref().ok_or(EINVAL)?;
@@ -584,8 +588,9 @@ impl Queue {
     }
 
     /// Drops the exports of buffer `index` that nobody but us holds any more (process context):
-    /// after DQBUF, so that an export whose fd the client closed is released in every mode, as
-    /// it would be without the module.
+    /// after DQBUF, so that an export whose fd the client closed is released, as it would be
+    /// without the module (mode off with no fence pending skips DQBUF's look: there the next
+    /// REQBUFS, close or detach drops them).
     pub(crate) fn prune(&self, index: u32) {
         if let Some(b) = self.bufs.lock().get_mut(index as usize) {
             b.prune_exports();

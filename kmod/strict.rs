@@ -122,10 +122,11 @@ pub(crate) fn commit(
     let Some(x) = slot.as_mut() else {
         return Err(ENOMEM);
     };
+    // The lists of buffers vb2 holds are read by a STREAMON's commit only.
     // SAFETY: `queue` is the CAPTURE queue of an m2m context (the callers check `queue.m2m`),
     // alive with its lock held; the snapshot is ours (the scratch lock) and C writes only
     // within it.
-    unsafe { ffi::vb2r_m2m_snapshot(queue.raw(), &mut *x.snap) };
+    unsafe { ffi::vb2r_m2m_snapshot(queue.raw(), &mut *x.snap, change.out_on || change.cap_on) };
     if x.snap.nsrc == 0 && change.src.is_empty() && !change.out_on {
         // No OUTPUT buffer is or enters the ready queue: no job (a CAPTURE QBUF ahead of its
         // bitstream, a stateless decoder's usual order).
