@@ -75,6 +75,8 @@ pub(crate) struct Call {
     pub(crate) rs_flags: u32,
     pub(crate) rs_mask: u64,
     pub(crate) rs_queue: *const c_void,
+    /// QBUF: the task's registration for a readers' wait (NULL: none).
+    pub(crate) wait: *mut QbufWait,
 }
 
 /// Most buffers a snapshot lists per side (`VB2R_SNAP_MAX`).
@@ -106,15 +108,18 @@ pub(crate) struct ReqBuf {
     pub(crate) ts: u64,
 }
 
-/// `struct vb2r_qbuf_wait`.
+/// Most dma-bufs a QBUF's readers' wait covers (`VB2R_WAIT_MAX`).
+pub(crate) const WAIT_MAX: usize = 16;
+
+/// `struct vb2r_qbuf_wait`: a QBUF's registration by the unlocked_ioctl wrapper (glue.h).
 #[repr(C)]
 pub(crate) struct QbufWait {
-    pub(crate) type_: u32,
+    pub(crate) retry: u32,
+    pub(crate) nbufs: u32,
     pub(crate) index: u32,
-    pub(crate) memory: u32,
-    pub(crate) nplanes: u32,
-    pub(crate) fds: [i32; MAX_PLANES],
-    pub(crate) file: *mut File,
+    pub(crate) pad: u32,
+    pub(crate) bufs: [*mut RawDmaBuf; WAIT_MAX],
+    pub(crate) waited_ns: u64,
 }
 
 /// `struct vb2r_vdev_info`.
@@ -374,6 +379,22 @@ impl DmaBuf {
         // SAFETY: we hold a reference; `ns` is a valid out-pointer.
         let r = unsafe { vb2r_dmabuf_wait_others(self.0.as_ptr(), timeout_ms, &mut ns) };
         (if r == 0 { Ok(()) } else { Err(errno(r)) }, ns)
+    }
+
+    /// Gives up ownership of the reference (for [`QbufWait`]).
+    pub(crate) fn into_raw(self) -> *mut RawDmaBuf {
+        let p = self.0.as_ptr();
+        core::mem::forget(self);
+        p
+    }
+
+    /// Takes back a reference [`Self::into_raw`] gave up.
+    ///
+    /// # Safety
+    ///
+    /// `p` must come from [`Self::into_raw`], and be taken back once.
+    pub(crate) unsafe fn from_raw(p: *mut RawDmaBuf) -> Option<Self> {
+        NonNull::new(p).map(DmaBuf)
     }
 
     /// Whether another device's fence on this dma-buf is unsignaled now (any context).

@@ -77,6 +77,11 @@ struct vb2r_hooks {
 	const struct v4l2_ioctl_ops *orig_ops;
 	struct v4l2_file_operations fops;	/* our copies, what vdev points at when installed */
 	struct v4l2_ioctl_ops ops;
+	/* QBUFs in vb2r_w_unlocked_ioctl(): the task (NULL: free) and its registration. */
+	struct {
+		struct task_struct *task;
+		struct vb2r_qbuf_wait *w;
+	} qslots[VB2R_QBUF_SLOTS];
 };
 
 /* Every table made; readers (the wrappers) walk it under RCU, writers hold the mutex. */
@@ -144,6 +149,21 @@ void vb2r_exit_call(void)
 		atomic_inc(&vb2r_tails);
 		mdelay(min(tail, 1000U));
 	}
+}
+
+/*
+ * The calling task's QBUF registration in @h (vb2r_w_unlocked_ioctl()), or NULL. Only the
+ * task itself writes its slot's @w (before the call that reads it here), so the task match
+ * is all that needs to be atomic.
+ */
+static struct vb2r_qbuf_wait *vb2r_qslot_find(struct vb2r_hooks *h)
+{
+	unsigned int i;
+
+	for (i = 0; i < VB2R_QBUF_SLOTS; i++)
+		if (READ_ONCE(h->qslots[i].task) == current)
+			return h->qslots[i].w;
+	return NULL;
 }
 
 static void vb2r_call_init(struct vb2r_call *c, enum vb2r_op op, struct file *file, u32 type)
@@ -248,7 +268,8 @@ VB2R_WRAP(remove_bufs, vidioc_remove_bufs, struct v4l2_remove_buffers *,
 	  (vb2r_call_init(&c, VB2R_OP_REMOVE_BUFS, file, arg->type),
 	   c.index = arg->index, c.count = arg->count))
 VB2R_WRAP(qbuf, vidioc_qbuf, struct v4l2_buffer *,
-	  (vb2r_call_init(&c, VB2R_OP_QBUF, file, arg->type), vb2r_fill_buffer(&c, arg)))
+	  (vb2r_call_init(&c, VB2R_OP_QBUF, file, arg->type), vb2r_fill_buffer(&c, arg),
+	   c.wait = vb2r_qslot_find(h)))
 VB2R_WRAP(dqbuf, vidioc_dqbuf, struct v4l2_buffer *,
 	  (vb2r_call_init(&c, VB2R_OP_DQBUF, file, arg->type), c.memory = arg->memory))
 VB2R_WRAP(expbuf, vidioc_expbuf, struct v4l2_exportbuffer *,
@@ -279,49 +300,49 @@ static int vb2r_w_release(struct file *file)
 }
 
 /*
- * unlocked_ioctl: for a capture QBUF, wait for other devices' readers of the buffer before the
- * V4L2 core takes its lock (vb2r_rs_qbuf_wait()); everything else goes straight through.
+ * unlocked_ioctl: for a QBUF, register the task (vb2r_qslot_find()) so that the QBUF pre hook
+ * can hand back a wait for other devices' readers, and do that wait here, outside the V4L2
+ * lock, before the QBUF runs again (glue.h); everything else goes straight through.
  */
 static long vb2r_w_unlocked_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	struct vb2r_hooks *h = vb2r_enter(file);
-	struct v4l2_plane planes[VB2R_MAX_PLANES];
-	struct vb2r_qbuf_wait w = {};
-	struct v4l2_buffer b;
+	struct vb2r_qbuf_wait w;
+	unsigned int i, slot = VB2R_QBUF_SLOTS;
 	long ret;
-	u32 p;
 
 	if (WARN_ON_ONCE(!h)) {
 		vb2r_exit_call();
 		return -ENODEV;
 	}
-	if (cmd == VIDIOC_QBUF && vb2r_rs_qbuf_checks(h->rs_node) &&
-	    !copy_from_user(&b, (void __user *)arg, sizeof(b)) &&
-	    V4L2_TYPE_IS_CAPTURE(b.type)) {
-		w.type = b.type;
-		w.index = b.index;
-		w.memory = b.memory;
-		w.file = file;
-		if (b.memory == V4L2_MEMORY_DMABUF) {
-			if (!V4L2_TYPE_IS_MULTIPLANAR(b.type)) {
-				w.nplanes = 1;
-				w.fds[0] = b.m.fd;
-			} else if (b.length <= VB2R_MAX_PLANES &&
-				   !copy_from_user(planes, (void __user *)b.m.planes,
-						   b.length * sizeof(planes[0]))) {
-				w.nplanes = b.length;
-				for (p = 0; p < b.length; p++)
-					w.fds[p] = planes[p].m.fd;
+	if (cmd == VIDIOC_QBUF && vb2r_rs_qbuf_checks(h->rs_node)) {
+		w.retry = 0;
+		w.nbufs = 0;
+		w.waited_ns = 0;
+		for (i = 0; i < VB2R_QBUF_SLOTS; i++) {
+			if (!READ_ONCE(h->qslots[i].task) &&
+			    !cmpxchg(&h->qslots[i].task, NULL, current)) {
+				WRITE_ONCE(h->qslots[i].w, &w);
+				slot = i;
+				break;
 			}
 		}
-		ret = vb2r_rs_qbuf_wait(h->rs_node, &w);
-		if (ret) {
-			vb2r_exit_call();
-			return ret;
-		}
 	}
-	/* A bad argument is the driver's to refuse, as without us. */
-	ret = h->orig_fops->unlocked_ioctl(file, cmd, arg);
+	for (;;) {
+		/* A bad argument is the driver's to refuse, as without us. */
+		ret = h->orig_fops->unlocked_ioctl(file, cmd, arg);
+		if (slot == VB2R_QBUF_SLOTS || !w.retry)
+			break;
+		/* Pre refused the QBUF for busy readers (its errno is not the answer): wait, retry. */
+		w.retry = 0;
+		ret = vb2r_rs_qbuf_wait(h->rs_node, &w);
+		if (ret)
+			break;
+	}
+	if (slot < VB2R_QBUF_SLOTS) {
+		WRITE_ONCE(h->qslots[slot].w, NULL);
+		smp_store_release(&h->qslots[slot].task, NULL);
+	}
 	vb2r_exit_call();
 	return ret;
 }

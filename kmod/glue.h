@@ -75,6 +75,8 @@ enum vb2r_op {
 };
 
 /* What a hooked call is about, decoded from its argument by C. Plain data, shared with Rust. */
+struct vb2r_qbuf_wait;
+
 struct vb2r_call {
 	u32 op;          /* enum vb2r_op */
 	u32 type;        /* the V4L2 buffer type (enum v4l2_buf_type); RELEASE: 0 */
@@ -98,6 +100,11 @@ struct vb2r_call {
 	u32 rs_flags;
 	u64 rs_mask;
 	void *rs_queue;
+	/*
+	 * QBUF: the calling task's registration by vb2r_w_unlocked_ioctl() (see "Waiting for other
+	 * devices' readers" below), NULL if it has none.
+	 */
+	struct vb2r_qbuf_wait *wait;
 };
 
 /*
@@ -250,29 +257,41 @@ void vb2r_hooks_remove(struct vb2r_hooks *h);
 /* ---------------------------------------------------------------------------------------------
  * Waiting for other devices' readers before a CAPTURE buffer goes back to the hardware.
  *
- * The unlocked_ioctl file operation of an attached node is wrapped too: for VIDIOC_QBUF of a
- * capture buffer type (native ioctl numbers only) it calls vb2r_rs_qbuf_wait() *before* the
- * V4L2 core takes its serialization lock, so that a wait for a GPU's fences never holds the
- * queue lock (vpu_mutex on hantro). A nonzero return fails the ioctl with it; otherwise the
- * driver's unlocked_ioctl runs as usual.
+ * The readers' check runs in Rust's QBUF pre hook, under the V4L2 lock, where the buffer's
+ * queue and dma-bufs are at hand; the wait must not hold that lock (vpu_mutex on hantro). So
+ * the unlocked_ioctl file operation of an attached node is wrapped too: for VIDIOC_QBUF it
+ * registers a struct vb2r_qbuf_wait for the calling task in the node's table (one of
+ * VB2R_QBUF_SLOTS) and runs the driver's unlocked_ioctl. A pre hook that finds its task's
+ * registration (vb2r_call.wait) and other devices' fences unsignaled on the buffer hands the
+ * dma-bufs over in it (references), sets @retry and fails the QBUF before the original runs;
+ * the wrapper, outside the lock again, calls vb2r_rs_qbuf_wait() and, if that returns 0, runs
+ * the QBUF again from the start (the user's argument is read anew). A QBUF that finds no free
+ * slot is not waited for (counted as busy): the table has room for more QBUFs in flight on one
+ * node at once than a player makes.
  */
+#define VB2R_QBUF_SLOTS 16
+#define VB2R_WAIT_MAX 16
 
-/* What vb2r_rs_qbuf_wait() learns of the QBUF (copied from userspace by C). */
 struct vb2r_qbuf_wait {
-	u32 type;
-	u32 index;
-	u32 memory;
-	u32 nplanes;              /* DMABUF: entries in fds[] */
-	s32 fds[VB2R_MAX_PLANES];
-	struct file *file;
+	u32 retry;                /* pre: wait for bufs[] and run the QBUF again */
+	u32 nbufs;                /* entries in bufs[] */
+	u32 index;                /* the buffer (for the log line) */
+	u32 pad;
+	struct dma_buf *bufs[VB2R_WAIT_MAX]; /* one reference each, from pre to the wait */
+	u64 waited_ns;            /* waited so far by this QBUF (the bound covers the retries) */
 };
 
-/* Context: process, no lock held, in the ioctl of @w->file. */
-int vb2r_rs_qbuf_wait(void *rs_node, const struct vb2r_qbuf_wait *w);
+/*
+ * Waits for other devices' fences on @w->bufs[] (bounded: what is left of the bound after
+ * @w->waited_ns) and puts the references; clears @w->nbufs. 0: run the QBUF again; else the
+ * errno the QBUF fails with (-ERESTARTSYS, -ETIMEDOUT).
+ * Context: process, no lock held, in the ioctl that registered @w.
+ */
+int vb2r_rs_qbuf_wait(void *rs_node, struct vb2r_qbuf_wait *w);
 
 /*
- * Whether a QBUF on this node needs vb2r_rs_qbuf_wait() at all (false in mode off, or once the
- * node is detached): asked first, so that such a QBUF copies nothing from userspace.
+ * Whether a QBUF on this node needs the readers' check at all (false in mode off, or once the
+ * node is detached): asked first, so that such a QBUF registers nothing.
  * Context: any.
  */
 bool vb2r_rs_qbuf_checks(void *rs_node);

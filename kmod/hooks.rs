@@ -133,43 +133,12 @@ unsafe extern "C" fn vb2r_rs_req_queue(_rs_node: *mut c_void, bufs: *const ffi::
     published
 }
 
-/// Whether another device's fence is unsignaled on a dma-buf of CAPTURE buffer `index` (the
-/// exports `queue` knows, and the DMABUF fds of the QBUF): the common answer, no, without an
-/// allocation (process context).
-fn readers_busy(queue: Option<&Queue>, index: u32, memory: u32, fds: &[i32]) -> bool {
-    if queue.is_some_and(|q| q.exports_busy(index)) {
-        return true;
-    }
-    memory == V4L2_MEMORY_DMABUF
-        && fds
-            .iter()
-            .any(|&fd| DmaBuf::from_fd(fd).is_some_and(|d| d.others_busy()))
-}
-
-/// The dma-bufs of CAPTURE buffer `index` of `q`: the exports the module knows and the DMABUF
-/// fds of the QBUF (process context).
-fn buffer_dmabufs(q: *mut Vb2Queue, index: u32, memory: u32, fds: &[i32]) -> KVec<DmaBuf> {
-    let mut out = match state().find_queue(q) {
-        Some(queue) => queue.exports_of(index),
-        None => KVec::new(),
-    };
-    if memory == V4L2_MEMORY_DMABUF {
-        for &fd in fds {
-            if let Some(d) = DmaBuf::from_fd(fd) {
-                if out.push(d, GFP_KERNEL).is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    out
-}
-
 /// # Safety
 ///
-/// Called by glue.c's unlocked_ioctl wrapper only (glue.h): `rs_node` as for [`vb2r_rs_pre`].
+/// Called by glue.c's unlocked_ioctl wrapper only (glue.h): `rs_node` is the pointer given to
+/// vb2r_hooks_get().
 ///
-/// Whether a QBUF on this node needs [`vb2r_rs_qbuf_wait`]: not in mode off, nor once the node
+/// Whether a QBUF on this node needs the readers' check: not in mode off, nor once the node
 /// is detached (any context).
 #[no_mangle]
 unsafe extern "C" fn vb2r_rs_qbuf_checks(rs_node: *mut c_void) -> bool {
@@ -178,56 +147,83 @@ unsafe extern "C" fn vb2r_rs_qbuf_checks(rs_node: *mut c_void) -> bool {
     state().mode() != Mode::Off && node.is_live()
 }
 
+/// The readers' check of a capture QBUF (pre, under the V4L2 lock, before anything is armed):
+/// whether another device's fence is still unsignaled on the buffer's dma-bufs (the exports
+/// `queue` knows and `imported`, the DMABUF fds of the QBUF). With `wait_readers` on, and the
+/// task registered by the unlocked_ioctl wrapper (`c.wait`), it hands those dma-bufs over and
+/// fails the QBUF with -EAGAIN, which the wrapper does not return: it waits outside the lock
+/// ([`vb2r_rs_qbuf_wait`]) and runs the QBUF again, so that the hardware never writes a picture
+/// a GPU is still sampling. With `wait_readers` off (or no registration: no free slot) the
+/// buffer is counted as handed to the hardware with a reader busy ("readers busy at QBUF").
+/// O_NONBLOCK files wait too: V4L2's O_NONBLOCK concerns DQBUF, and ffmpeg (which opens the
+/// decoder O_NONBLOCK) does not expect -EAGAIN from QBUF; the wait is bounded.
+fn readers_check(node: &Node, queue: &Queue, c: &Call, imported: &[DmaBuf]) -> Result {
+    if !queue.exports_busy(c.index) && !imported.iter().any(|d| d.others_busy()) {
+        return Ok(());
+    }
+    // SAFETY: reads a module parameter.
+    let on = unsafe { ffi::vb2r_param_wait_readers() };
+    // SAFETY: glue.h: `wait` is NULL or the registration of the task making this call, alive
+    // for the call and written by no one else meanwhile.
+    let w = match (on, unsafe { c.wait.as_mut() }) {
+        (true, Some(w)) => w,
+        _ => {
+            node.counters.readers_busy.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
+    let mut n = 0;
+    let mut hand = |d: DmaBuf| {
+        if n < ffi::WAIT_MAX {
+            w.bufs[n] = d.into_raw();
+            n += 1;
+        }
+    };
+    for d in queue.exports_of(c.index) {
+        hand(d);
+    }
+    for d in imported {
+        hand(d.new_ref());
+    }
+    w.nbufs = n as u32;
+    w.index = c.index;
+    w.retry = 1;
+    Err(EAGAIN)
+}
+
 /// # Safety
 ///
 /// Called by glue.c's unlocked_ioctl wrapper only (glue.h): `rs_node` as for
-/// [`vb2r_rs_pre`], `w` valid, process context with no lock held.
+/// [`vb2r_rs_pre`], `w` the registration a pre hook filled, process context with no lock held.
 ///
-/// Before a capture QBUF takes the V4L2 lock, the one readers' check of that QBUF: whether
-/// another device's fence is still unsignaled on the buffer's dma-bufs. With `wait_readers` on,
-/// wait for those fences (interruptibly, bounded by `wait_readers_timeout_ms`), so that the
-/// hardware never writes a picture a GPU is still sampling; with it off, count the buffer as
-/// handed to the hardware with a reader busy ("readers busy at QBUF"). A signal fails the QBUF
-/// with -ERESTARTSYS (restarted or -EINTR, as V4L2 users expect of a blocking ioctl); the bound
-/// with -ETIMEDOUT and a log line. O_NONBLOCK files wait too: V4L2's O_NONBLOCK concerns DQBUF,
-/// and ffmpeg (which opens the decoder O_NONBLOCK) does not expect -EAGAIN from QBUF; the wait
-/// is bounded. Mode `off` adds nothing: no check, no wait, no count (docs/design.md).
+/// Waits for other devices' fences on the dma-bufs [`readers_check`] handed over
+/// (interruptibly, bounded by `wait_readers_timeout_ms` over all of this QBUF's waits) and
+/// drops them. A signal fails the QBUF with -ERESTARTSYS (restarted or -EINTR, as V4L2 users
+/// expect of a blocking ioctl); the bound with -ETIMEDOUT and a log line; 0: run it again.
 #[no_mangle]
-unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *const ffi::QbufWait) -> c_int {
+unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *mut ffi::QbufWait) -> c_int {
     // SAFETY: see the function's safety section.
-    let (node, w) = unsafe { (&*(rs_node as *const Node), &*w) };
-    let st = state();
-    if st.mode() == Mode::Off || !node.is_live() || !is_video_capture(w.type_) {
-        return 0;
+    let (node, w) = unsafe { (&*(rs_node as *const Node), &mut *w) };
+    let n = (w.nbufs as usize).min(ffi::WAIT_MAX);
+    w.nbufs = 0;
+    // Every reference is taken back first, and dropped whatever happens below.
+    let mut bufs: [Option<DmaBuf>; ffi::WAIT_MAX] = Default::default();
+    for (slot, p) in bufs.iter_mut().zip(w.bufs.iter_mut()).take(n) {
+        let raw = *p;
+        *p = core::ptr::null_mut();
+        // SAFETY: readers_check() stored references given up with into_raw(); each is taken
+        // back once (the entry was cleared above).
+        *slot = unsafe { DmaBuf::from_raw(raw) };
     }
-    let mut m2m = 0;
-    // SAFETY: in an ioctl of `w.file`; the queue is a lookup key only (no lock is held).
-    let q = unsafe { ffi::vb2r_file_queue(w.file, w.type_, &mut m2m) };
-    if q.is_null() {
-        return 0;
-    }
-    let fds = &w.fds[..(w.nplanes as usize).min(w.fds.len())];
-    if !readers_busy(st.find_queue(q).as_deref(), w.index, w.memory, fds) {
-        return 0;
-    }
-    // SAFETY: reads module parameters.
-    let (on, timeout_ms) = unsafe {
-        (
-            ffi::vb2r_param_wait_readers(),
-            ffi::vb2r_param_wait_readers_timeout_ms(),
-        )
-    };
-    if !on {
-        node.counters.readers_busy.fetch_add(1, Ordering::Relaxed);
-        return 0;
-    }
-    let bufs = buffer_dmabufs(q, w.index, w.memory, fds);
-    let mut waited = 0u64;
-    for d in bufs.iter() {
+    // SAFETY: reads a module parameter.
+    let timeout_ms = unsafe { ffi::vb2r_param_wait_readers_timeout_ms() };
+    let mut waited = w.waited_ns;
+    for d in bufs.iter().flatten() {
         let left = timeout_ms.saturating_sub((waited / 1_000_000) as u32);
         let (r, ns) = d.wait_others(left);
         waited += ns;
         if let Err(e) = r {
+            w.waited_ns = waited;
             if e == ETIMEDOUT {
                 node.counters.readers_timeouts.fetch_add(1, Ordering::Relaxed);
                 pr_warn!(
@@ -240,6 +236,7 @@ unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *const ffi::Qbuf
             return e.to_errno();
         }
     }
+    w.waited_ns = waited;
     node.counters.readers_waited.fetch_add(1, Ordering::Relaxed);
     node.counters
         .readers_longest_ns
@@ -315,8 +312,8 @@ fn pre(node: &Node, c: &mut Call) -> Result {
     }
     let st = state();
     let mode = st.mode();
-    if c.op == op::QBUF && !matches!(mode, Mode::Queue | Mode::Strict) {
-        // Nothing to arm (off, dqbuf) and nothing to look up: the wrapper's whole cost.
+    if c.op == op::QBUF && mode == Mode::Off {
+        // Nothing to check or arm, nothing to look up: the wrapper's whole cost.
         return Ok(());
     }
     if c.op == op::DQBUF && mode == Mode::Off && crate::queue::PENDING.load(Ordering::Acquire) == 0 {
@@ -335,7 +332,6 @@ fn pre(node: &Node, c: &mut Call) -> Result {
     }
     match c.op {
         op::QBUF => {
-            // The readers' check of this QBUF ran before the lock (vb2r_rs_qbuf_wait()).
             if !node.is_live() {
                 return Ok(());
             }
@@ -365,9 +361,13 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             let Some(queue) = st.queue_for(node, q, c.type_, m2m)? else {
                 return Ok(());
             };
+            // Before anything is armed: a refusal here leaves nothing to undo.
+            readers_check(node, &queue, c, &imported)?;
             let armed = match mode {
                 Mode::Queue => queue.arm(c.index, &imported, None)?,
-                _ => strict_capture_qbuf(&queue, q, c.index, &imported)?,
+                Mode::Strict => strict_capture_qbuf(&queue, q, c.index, &imported)?,
+                // dqbuf: the readers' check is all a QBUF does.
+                _ => false,
             };
             if armed {
                 c.rs_flags |= flag::ARMED;
