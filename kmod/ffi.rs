@@ -165,6 +165,7 @@ extern "C" {
     pub(crate) fn vb2r_buffer_state(q: *mut Vb2Queue, index: u32) -> u32;
     pub(crate) fn vb2r_buffer_planes(q: *mut Vb2Queue, index: u32) -> u32;
     pub(crate) fn vb2r_m2m_snapshot(cap_q: *mut Vb2Queue, s: *mut M2mSnap, vb2_held: bool);
+    pub(crate) fn vb2r_m2m_src_ready(cap_q: *mut Vb2Queue) -> u32;
     pub(crate) fn vb2r_m2m_out_queue(cap_q: *mut Vb2Queue) -> *mut Vb2Queue;
     pub(crate) fn vb2r_queue_streaming(q: *mut Vb2Queue) -> u32;
     pub(crate) fn vb2r_queue_vb2_queued(q: *mut Vb2Queue, out: *mut SnapBuf, max: u32) -> u32;

@@ -453,6 +453,11 @@ struct vb2r_m2m_snap {
  * read under their spinlocks).
  */
 void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s, bool vb2_held);
+/*
+ * vb2r_m2m_src_ready() - how many OUTPUT buffers the m2m context whose CAPTURE queue is @cap_q
+ * has in its ready queue (v4l2_m2m_num_src_bufs_ready()). As vb2r_m2m_snapshot().
+ */
+u32 vb2r_m2m_src_ready(struct vb2_queue *cap_q);
 
 /*
  * vb2r_m2m_out_queue() - the OUTPUT queue of the m2m context whose CAPTURE queue is @cap_q.

@@ -221,6 +221,11 @@ void vb2r_m2m_snapshot(struct vb2_queue *cap_q, struct vb2r_m2m_snap *s, bool vb
 	s->ndst_vb2 = vb2r_queue_vb2_queued(&ctx->cap_q_ctx.q, s->dst_vb2, VB2R_SNAP_MAX);
 }
 
+u32 vb2r_m2m_src_ready(struct vb2_queue *cap_q)
+{
+	return v4l2_m2m_num_src_bufs_ready(vb2r_m2m_ctx(cap_q));
+}
+
 u32 vb2r_queue_streaming(struct vb2_queue *q)
 {
 	return q->start_streaming_called;

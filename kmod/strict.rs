@@ -114,6 +114,13 @@ pub(crate) fn commit(
     only: u64,
     this: Option<(u32, &[DmaBuf])>,
 ) -> Result<u64> {
+    // SAFETY: `queue` is the CAPTURE queue of an m2m context (the callers check `queue.m2m`),
+    // alive with its lock held.
+    if change.src.is_empty() && !change.out_on && unsafe { ffi::vb2r_m2m_src_ready(queue.raw()) } == 0 {
+        // No OUTPUT buffer is or enters the ready queue: no job (a CAPTURE QBUF ahead of its
+        // bitstream, a stateless decoder's usual order), told without the snapshot.
+        return Ok(0);
+    }
     let mut guard = queue.scratch.lock();
     let slot: &mut Option<Scratch> = &mut guard;
     if slot.is_none() {
@@ -127,11 +134,6 @@ pub(crate) fn commit(
     // alive with its lock held; the snapshot is ours (the scratch lock) and C writes only
     // within it.
     unsafe { ffi::vb2r_m2m_snapshot(queue.raw(), &mut *x.snap, change.out_on || change.cap_on) };
-    if x.snap.nsrc == 0 && change.src.is_empty() && !change.out_on {
-        // No OUTPUT buffer is or enters the ready queue: no job (a CAPTURE QBUF ahead of its
-        // bitstream, a stateless decoder's usual order).
-        return Ok(0);
-    }
     jobs_after(x, change)?;
     let mut armed = 0u64;
     for &(src, dst) in x.jobs.iter() {
