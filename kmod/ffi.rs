@@ -159,10 +159,10 @@ extern "C" {
     pub(crate) fn vb2r_file_queue(file: *mut File, type_: u32, m2m: *mut u32) -> *mut Vb2Queue;
     pub(crate) fn vb2r_file_release_queue(file: *mut File, m2m: *mut u32) -> *mut Vb2Queue;
     pub(crate) fn vb2r_queue_owner(q: *mut Vb2Queue, file: *mut File) -> u32;
-    pub(crate) fn vb2r_queue_memory(q: *mut Vb2Queue) -> u32;
     pub(crate) fn vb2r_queue_max_buffers(q: *mut Vb2Queue) -> u32;
     pub(crate) fn vb2r_vb_state(vb: *mut Vb2Buffer) -> u32;
     pub(crate) fn vb2r_buffer_state(q: *mut Vb2Queue, index: u32) -> u32;
+    pub(crate) fn vb2r_buffer_state_memory(q: *mut Vb2Queue, index: u32, memory: *mut u32) -> u32;
     pub(crate) fn vb2r_buffer_planes(q: *mut Vb2Queue, index: u32) -> u32;
     pub(crate) fn vb2r_m2m_snapshot(cap_q: *mut Vb2Queue, s: *mut M2mSnap, vb2_held: bool);
     pub(crate) fn vb2r_m2m_src_ready(cap_q: *mut Vb2Queue) -> u32;

@@ -367,14 +367,12 @@ struct vb2_queue *vb2r_file_release_queue(struct file *file, u32 *m2m);
  * vb2r_queue_owner() - whether the owner of @q is @file (1), nobody (0), or another file (2):
  * vb2_queue_is_busy() is "2". Meaningful for a vdev->queue; an m2m context's queues belong to
  * the file of the context.
- * vb2r_queue_type(), vb2r_queue_memory() - q->type and q->memory (VB2_MEMORY_* equals
- * V4L2_MEMORY_*; 0 when no buffers are allocated).
+ * vb2r_queue_type() - q->type.
  * vb2r_queue_max_buffers() - q->max_num_buffers: the bound on buffer indices.
  * Context: process, with the queue's lock held (an ioctl of the queue).
  */
 u32 vb2r_queue_owner(struct vb2_queue *q, struct file *file);
 u32 vb2r_queue_type(struct vb2_queue *q);
-u32 vb2r_queue_memory(struct vb2_queue *q);
 u32 vb2r_queue_max_buffers(struct vb2_queue *q);
 
 /* Buffer states (enum vb2_buffer_state, mapped one to one), VB2R_BUF_NONE when there is none. */
@@ -398,6 +396,11 @@ enum vb2r_buf_state {
  */
 u32 vb2r_vb_state(struct vb2_buffer *vb);
 u32 vb2r_buffer_state(struct vb2_queue *q, u32 index);
+/*
+ * vb2r_buffer_state_memory() - vb2r_buffer_state() and, in *@memory, q->memory (VB2_MEMORY_*
+ * equals V4L2_MEMORY_*; 0 when no buffers are allocated): one call for a QBUF's checks.
+ */
+u32 vb2r_buffer_state_memory(struct vb2_queue *q, u32 index, u32 *memory);
 u32 vb2r_buffer_planes(struct vb2_queue *q, u32 index);
 
 /*

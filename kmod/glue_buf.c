@@ -91,11 +91,6 @@ u32 vb2r_queue_type(struct vb2_queue *q)
 	return q->type;
 }
 
-u32 vb2r_queue_memory(struct vb2_queue *q)
-{
-	return q->memory;
-}
-
 u32 vb2r_queue_max_buffers(struct vb2_queue *q)
 {
 	return q->max_num_buffers;
@@ -127,6 +122,12 @@ u32 vb2r_buffer_state(struct vb2_queue *q, u32 index)
 	struct vb2_buffer *vb = index < q->max_num_buffers ? vb2_get_buffer(q, index) : NULL;
 
 	return vb ? vb2r_vb_state(vb) : VB2R_BUF_NONE;
+}
+
+u32 vb2r_buffer_state_memory(struct vb2_queue *q, u32 index, u32 *memory)
+{
+	*memory = q->memory;
+	return vb2r_buffer_state(q, index);
 }
 
 u32 vb2r_buffer_planes(struct vb2_queue *q, u32 index)

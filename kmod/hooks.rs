@@ -336,13 +336,12 @@ fn pre(node: &Node, c: &mut Call) -> Result {
                 return Ok(());
             }
             let owner = owner_of(q, m2m, c);
-            // SAFETY: QBUF of `q`, its lock held (glue.h); the index is bounds-checked in C.
-            let (memory, bstate) = unsafe {
-                (
-                    ffi::vb2r_queue_memory(q),
-                    BufState::from_raw(ffi::vb2r_buffer_state(q, c.index)),
-                )
-            };
+            let mut memory = 0;
+            // SAFETY: QBUF of `q`, its lock held (glue.h); the index is bounds-checked in C;
+            // `memory` is a valid out-pointer.
+            let bstate = BufState::from_raw(unsafe {
+                ffi::vb2r_buffer_state_memory(q, c.index, &mut memory)
+            });
             if !policy::qbuf_may_arm(owner, memory, c.memory, bstate) {
                 return Ok(());
             }
