@@ -32,11 +32,11 @@
 use crate::params::Mode;
 use kernel::ioctl::{_IOR, _IOW, _IOWR};
 // 6.12 keeps these in kernel::types; 7.x in kernel::transmute.
-#[cfg(vb2r_k612)]
-use kernel::types::{AsBytes, FromBytes};
+use kernel::prelude::*;
 #[cfg(not(vb2r_k612))]
 use kernel::transmute::{AsBytes, FromBytes};
-use kernel::prelude::*;
+#[cfg(vb2r_k612)]
+use kernel::types::{AsBytes, FromBytes};
 use kernel::uaccess::UserSlice;
 #[cfg(not(vb2r_k612))]
 use kernel::{

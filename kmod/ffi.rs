@@ -3,10 +3,10 @@
 //! Declarations of the C glue in `glue.c` (contracts in `glue.h`) and the thin owning wrappers
 //! around what it hands out: [`Fence`], [`DmaBuf`] and [`Vdev`]. Nothing here decides anything.
 
+use crate::policy::SnapBuf;
 use core::ffi::{c_int, c_void};
 use core::ptr::NonNull;
 use kernel::ffi::c_char;
-use crate::policy::SnapBuf;
 use kernel::prelude::*;
 
 /// Opaque C types (only ever handled by pointer).

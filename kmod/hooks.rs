@@ -98,7 +98,11 @@ extern "C" fn vb2r_rs_buf_done(
 /// Called by glue.c's req_queue wrapper only (glue.h): `bufs` points at `n` entries, the
 /// OUTPUT queue's lock is held.
 #[no_mangle]
-unsafe extern "C" fn vb2r_rs_req_queue(_rs_node: *mut c_void, bufs: *const ffi::ReqBuf, n: u32) -> c_int {
+unsafe extern "C" fn vb2r_rs_req_queue(
+    _rs_node: *mut c_void,
+    bufs: *const ffi::ReqBuf,
+    n: u32,
+) -> c_int {
     let st = state();
     if st.mode() != Mode::Strict || n == 0 {
         return 0;
@@ -225,7 +229,9 @@ unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *mut ffi::QbufWa
         if let Err(e) = r {
             w.waited_ns = waited;
             if e == ETIMEDOUT {
-                node.counters.readers_timeouts.fetch_add(1, Ordering::Relaxed);
+                node.counters
+                    .readers_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
                 pr_warn!(
                     "{:?}: QBUF of buffer {}: other devices' fences still unsignaled after {} ms (wait_readers_timeout_ms): -ETIMEDOUT\n",
                     Bytes(node.name.bytes()),
@@ -266,7 +272,6 @@ extern "C" fn vb2r_rs_watchdog() {
 unsafe extern "C" fn vb2r_rs_vdev_removed(vdev: *mut ffi::VideoDevice) {
     state().vdev_removed(vdev as usize);
 }
-
 
 /// The queue a call addresses and whether it belongs to an m2m context (policy: the m2m
 /// context's queue of that direction, else the node's own queue of that type).
@@ -316,7 +321,8 @@ fn pre(node: &Node, c: &mut Call) -> Result {
         // Nothing to check or arm, nothing to look up: the wrapper's whole cost.
         return Ok(());
     }
-    if c.op == op::DQBUF && mode == Mode::Off && crate::queue::PENDING.load(Ordering::Acquire) == 0 {
+    if c.op == op::DQBUF && mode == Mode::Off && crate::queue::PENDING.load(Ordering::Acquire) == 0
+    {
         // Mode off with no fence of ours pending anywhere: nothing to end, make or attach at
         // DQBUF (exports nobody holds any more are dropped at the next REQBUFS, close or
         // detach instead, docs/design.md).
@@ -436,7 +442,12 @@ fn vb2_queued(q: *mut Vb2Queue) -> impl Iterator<Item = u32> {
 /// Mode strict, CAPTURE QBUF of buffer `index`: arm it if a committed job will write it (an
 /// m2m context), or if its queue streams (a capture device). Process context, before the
 /// original QBUF.
-fn strict_capture_qbuf(queue: &Queue, q: *mut Vb2Queue, index: u32, imported: &[DmaBuf]) -> Result<bool> {
+fn strict_capture_qbuf(
+    queue: &Queue,
+    q: *mut Vb2Queue,
+    index: u32,
+    imported: &[DmaBuf],
+) -> Result<bool> {
     if !queue.m2m {
         // SAFETY: in the QBUF of `q`, its lock held.
         let streaming = unsafe { ffi::vb2r_queue_streaming(q) } != 0;
@@ -635,4 +646,3 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
         _ => {}
     }
 }
-

@@ -79,7 +79,10 @@ impl Node {
 
     /// Attached, and its device still registered: new fences may be armed.
     pub(crate) fn is_live(&self) -> bool {
-        self.is_attached() && !self.unregistered.load(core::sync::atomic::Ordering::Acquire)
+        self.is_attached()
+            && !self
+                .unregistered
+                .load(core::sync::atomic::Ordering::Acquire)
     }
 
     /// The timeline name of buffer `index` of queue `queue`: the node, the queue and the buffer,
@@ -118,11 +121,7 @@ impl Node {
             "longest pending: {} us",
             c.longest_ns.load(Relaxed) / 1000
         )?;
-        writeln!(
-            f,
-            "readers busy at QBUF: {}",
-            c.readers_busy.load(Relaxed)
-        )?;
+        writeln!(f, "readers busy at QBUF: {}", c.readers_busy.load(Relaxed))?;
         writeln!(
             f,
             "readers waited for: {}, longest {} us, timed out {}",

@@ -116,7 +116,10 @@ pub(crate) fn dqbuf_outcome(error: bool) -> Outcome {
 /// an index without a buffer, and a buffer that is not dequeued (-EINVAL). Nothing is armed
 /// for a QBUF vb2 will refuse.
 pub(crate) fn qbuf_may_arm(owner: Owner, queue_memory: u32, memory: u32, state: BufState) -> bool {
-    owner != Owner::Other && queue_memory != 0 && queue_memory == memory && state == BufState::Dequeued
+    owner != Owner::Other
+        && queue_memory != 0
+        && queue_memory == memory
+        && state == BufState::Dequeued
 }
 
 /// Whether a call marks its queue as cancelling while it runs (before the original): only the
@@ -194,7 +197,10 @@ pub(crate) fn strict_pairs(
     }
     let mut k = 0usize;
     // A CAPTURE buffer held by an earlier job is written next only by the same picture.
-    let mut held_ts = dst.first().filter(|d| d.hold != 0 && d.ts_valid != 0).map(|d| d.ts);
+    let mut held_ts = dst
+        .first()
+        .filter(|d| d.hold != 0 && d.ts_valid != 0)
+        .map(|d| d.ts);
     for s in src {
         if let Some(ts) = held_ts {
             if ts != s.ts {
@@ -290,7 +296,12 @@ mod tests {
         assert!(qbuf_may_arm(Owner::Caller, MMAP, MMAP, BufState::Dequeued));
         assert!(qbuf_may_arm(Owner::Nobody, MMAP, MMAP, BufState::Dequeued));
         assert!(!qbuf_may_arm(Owner::Other, MMAP, MMAP, BufState::Dequeued));
-        assert!(!qbuf_may_arm(Owner::Caller, MMAP, DMABUF, BufState::Dequeued));
+        assert!(!qbuf_may_arm(
+            Owner::Caller,
+            MMAP,
+            DMABUF,
+            BufState::Dequeued
+        ));
         assert!(!qbuf_may_arm(Owner::Caller, 0, 0, BufState::Dequeued));
         for s in ALL {
             assert_eq!(
@@ -305,30 +316,63 @@ mod tests {
         for opc in [op::STREAMOFF, op::REQBUFS, op::REMOVE_BUFS, op::RELEASE] {
             assert!(!marks_cancelling(opc, Owner::Other));
             for ret in [0, -16, -22] {
-                assert_eq!(after_call(opc, true, ret, Owner::Other, 0), AfterCall::Nothing);
+                assert_eq!(
+                    after_call(opc, true, ret, Owner::Other, 0),
+                    AfterCall::Nothing
+                );
             }
         }
         // A close of a file that does not own the queue releases nothing (vb2_fop_release()).
         assert!(!marks_cancelling(op::RELEASE, Owner::Nobody));
-        assert_eq!(after_call(op::RELEASE, true, 0, Owner::Nobody, 0), AfterCall::Nothing);
+        assert_eq!(
+            after_call(op::RELEASE, true, 0, Owner::Nobody, 0),
+            AfterCall::Nothing
+        );
     }
 
     #[test]
     fn only_a_call_that_succeeded_cancels() {
-        assert_eq!(after_call(op::STREAMOFF, true, 0, Owner::Caller, 0), AfterCall::All);
-        assert_eq!(after_call(op::STREAMOFF, true, -22, Owner::Caller, 0), AfterCall::Nothing);
-        assert_eq!(after_call(op::STREAMOFF, false, -4, Owner::Caller, 0), AfterCall::Nothing);
-        assert_eq!(after_call(op::REQBUFS, true, 0, Owner::Caller, 4), AfterCall::All);
-        assert_eq!(after_call(op::REQBUFS, true, 0, Owner::Caller, 0), AfterCall::Kill);
-        assert_eq!(after_call(op::REQBUFS, true, -16, Owner::Caller, 0), AfterCall::Nothing);
-        assert_eq!(after_call(op::REQBUFS, true, -12, Owner::Caller, 4), AfterCall::Gone);
-        assert_eq!(after_call(op::RELEASE, true, 0, Owner::Caller, 0), AfterCall::Kill);
+        assert_eq!(
+            after_call(op::STREAMOFF, true, 0, Owner::Caller, 0),
+            AfterCall::All
+        );
+        assert_eq!(
+            after_call(op::STREAMOFF, true, -22, Owner::Caller, 0),
+            AfterCall::Nothing
+        );
+        assert_eq!(
+            after_call(op::STREAMOFF, false, -4, Owner::Caller, 0),
+            AfterCall::Nothing
+        );
+        assert_eq!(
+            after_call(op::REQBUFS, true, 0, Owner::Caller, 4),
+            AfterCall::All
+        );
+        assert_eq!(
+            after_call(op::REQBUFS, true, 0, Owner::Caller, 0),
+            AfterCall::Kill
+        );
+        assert_eq!(
+            after_call(op::REQBUFS, true, -16, Owner::Caller, 0),
+            AfterCall::Nothing
+        );
+        assert_eq!(
+            after_call(op::REQBUFS, true, -12, Owner::Caller, 4),
+            AfterCall::Gone
+        );
+        assert_eq!(
+            after_call(op::RELEASE, true, 0, Owner::Caller, 0),
+            AfterCall::Kill
+        );
     }
 
     #[test]
     fn remove_bufs_cancels_nothing() {
         assert!(!marks_cancelling(op::REMOVE_BUFS, Owner::Caller));
-        assert_eq!(after_call(op::REMOVE_BUFS, true, 0, Owner::Caller, 1), AfterCall::Nothing);
+        assert_eq!(
+            after_call(op::REMOVE_BUFS, true, 0, Owner::Caller, 1),
+            AfterCall::Nothing
+        );
     }
 
     /// The CAPTURE buffers the committed jobs write, as a bit mask.
@@ -377,7 +421,14 @@ mod tests {
         let s = [sb(0, 1, 1), sb(1, 1, 2)];
         assert_eq!(strict_paired(&s, &d, true), (1 << 3) | (1 << 4));
         // A buffer held by an earlier slice job: a slice of the same picture writes it...
-        let held = [SnapBuf { hold: 1, ts_valid: 1, ..sb(3, 0, 7) }, sb(4, 0, 0)];
+        let held = [
+            SnapBuf {
+                hold: 1,
+                ts_valid: 1,
+                ..sb(3, 0, 7)
+            },
+            sb(4, 0, 0),
+        ];
         assert_eq!(strict_paired(&[sb(9, 0, 7)], &held, true), 1 << 3);
         // ... a slice of the next picture does not.
         assert_eq!(strict_paired(&[sb(9, 0, 8)], &held, true), 1 << 4);

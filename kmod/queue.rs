@@ -15,10 +15,10 @@ use crate::ffi::{self, DmaBuf, Fence, Vb2Buffer, Vb2Queue};
 use crate::node::Node;
 pub(crate) use crate::policy::Outcome;
 use crate::policy::{self, BufState};
-use kernel::str::CString;
 use core::ffi::c_int;
-use kernel::prelude::*;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel::prelude::*;
+use kernel::str::CString;
 use kernel::sync::{new_mutex, Arc, Mutex};
 
 #[cfg(vb2r_k612)]
@@ -344,7 +344,9 @@ impl Queue {
     pub(crate) fn finish(&self, index: u32, outcome: Outcome) -> bool {
         let taken = {
             let mut g = self.fences.lock();
-            g.slots.get_mut(index as usize).and_then(|s| s.take(outcome))
+            g.slots
+                .get_mut(index as usize)
+                .and_then(|s| s.take(outcome))
         };
         self.end(taken, outcome)
     }
@@ -374,7 +376,13 @@ impl Queue {
     /// Deferred (`vb` is `None`: glue.c handed the event to an irq_work, `test_hardirq_signal`):
     /// the buffer may be gone, so the state at the event (`state`) decides, and a fence armed
     /// after the event (`event_ns`) is left alone.
-    pub(crate) fn buf_done(&self, vb: Option<*mut Vb2Buffer>, index: u32, state: u32, event_ns: u64) {
+    pub(crate) fn buf_done(
+        &self,
+        vb: Option<*mut Vb2Buffer>,
+        index: u32,
+        state: u32,
+        event_ns: u64,
+    ) {
         let (taken, outcome) = {
             let mut g = self.fences.lock();
             let now = match vb {
@@ -484,7 +492,11 @@ impl Queue {
                 count += 1;
             }
         }
-        if count > 0 && !self.timeout_logged.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        if count > 0
+            && !self
+                .timeout_logged
+                .swap(true, core::sync::atomic::Ordering::Relaxed)
+        {
             pr_warn!(
                 "{:?}:q{}: {} fence(s) pending for more than {} ms ended with -ETIMEDOUT (the driver did not finish the job; logged once per queue)\n",
                 crate::Bytes(self.node.name.bytes()),

@@ -13,10 +13,10 @@ use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
-#[cfg(vb2r_k612)]
-use crate::k612::{debugfs, KVecExt};
 #[cfg(vb2r_no_spinlock_irq)]
 use crate::k612::SpinLockIrq;
+#[cfg(vb2r_k612)]
+use crate::k612::{debugfs, KVecExt};
 #[cfg(not(vb2r_k612))]
 use kernel::debugfs;
 #[cfg(vb2r_k612)]
@@ -142,7 +142,11 @@ impl State {
                 }
                 for (key, output) in [(new.q, false), (new.out_q, true)].into_iter().take(want) {
                     // A stale entry for a reused address (its context is gone) is replaced.
-                    let reg = Reg { key, queue: new.clone(), output };
+                    let reg = Reg {
+                        key,
+                        queue: new.clone(),
+                        output,
+                    };
                     match g.binary_search_by_key(&key, |x| x.key) {
                         Ok(i) => g[i] = reg,
                         // Within capacity: cannot allocate or fail.
@@ -217,7 +221,10 @@ impl State {
         loop {
             let next = {
                 let g = self.queues.lock();
-                g.iter().filter(|x| !x.output).nth(i).map(|x| x.queue.clone())
+                g.iter()
+                    .filter(|x| !x.output)
+                    .nth(i)
+                    .map(|x| x.queue.clone())
             };
             let Some(x) = next else { break };
             if out.push(x, GFP_KERNEL).is_err() {
@@ -279,7 +286,10 @@ impl State {
         // SAFETY: `vdev` is pinned.
         let r = unsafe { ffi::vb2r_watch_class(vdev.as_ptr()) };
         if r != 0 {
-            pr_err!("cannot watch the video class for unregistration: error {}\n", r);
+            pr_err!(
+                "cannot watch the video class for unregistration: error {}\n",
+                r
+            );
             return Err(Error::from_errno(r));
         }
         let mut nodes = self.nodes.lock();

@@ -114,9 +114,15 @@ pub(crate) fn commit(
     only: u64,
     this: Option<(u32, &[DmaBuf])>,
 ) -> Result<u64> {
-    // SAFETY: `queue` is the CAPTURE queue of an m2m context (the callers check `queue.m2m`),
-    // alive with its lock held.
-    if change.src.is_empty() && !change.out_on && unsafe { ffi::vb2r_m2m_src_ready(queue.raw()) } == 0 {
+    // A change that adds no OUTPUT buffer makes a job only if one is ready already.
+    let src_ready = if change.src.is_empty() && !change.out_on {
+        // SAFETY: `queue` is the CAPTURE queue of an m2m context (the callers check
+        // `queue.m2m`), alive with its lock held.
+        unsafe { ffi::vb2r_m2m_src_ready(queue.raw()) }
+    } else {
+        1
+    };
+    if src_ready == 0 {
         // No OUTPUT buffer is or enters the ready queue: no job (a CAPTURE QBUF ahead of its
         // bitstream, a stateless decoder's usual order), told without the snapshot.
         return Ok(0);

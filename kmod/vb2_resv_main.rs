@@ -15,10 +15,10 @@ use kernel::sync::new_mutex;
 // The Rust-for-Linux API this is built against is chosen at compile time (Kbuild): 7.x's own
 // abstractions, or on 6.12 LTS the same shapes from k612.rs (see there and docs/design.md).
 // Before 7.3, SpinLockIrq is k612.rs's too (`vb2r_no_spinlock_irq`).
-#[cfg(vb2r_k612)]
-use k612::{debugfs, KVecExt};
 #[cfg(vb2r_no_spinlock_irq)]
 use k612::new_spinlock_irq;
+#[cfg(vb2r_k612)]
+use k612::{debugfs, KVecExt};
 #[cfg(not(vb2r_k612))]
 use kernel::debugfs;
 #[cfg(vb2r_k612)]
