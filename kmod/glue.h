@@ -247,7 +247,7 @@ struct vb2r_hooks *vb2r_hooks_get(struct video_device *vdev, void *rs_node);
  * the driver's original operation back into every wrapped entry of our tables (WRITE_ONCE()):
  * a task that read our table before the switch and wakes up after it calls the driver's
  * operation, not ours. Tables that were ever installed are never freed, not even at module
- * exit (kmemleak is told): such a task may read them at any later time. About 1.5 KiB per
+ * exit (kmemleak is told): such a task may read them at any later time. About 1.8 KiB per
  * attached node and module load.
  * Context: process; serialized by the caller.
  */
