@@ -586,9 +586,10 @@ fn floor_section(floors: &[Pooled], pooled: &[Pooled]) -> String {
                 b + attach,
                 (b + attach) / b
             ));
-            for p in pooled.iter().filter(|p| {
-                p.node == f.node && matches!(p.label.as_str(), "strict" | "queue")
-            }) {
+            for p in pooled
+                .iter()
+                .filter(|p| p.node == f.node && matches!(p.label.as_str(), "strict" | "queue"))
+            {
                 if let Some(q) = qbuf(p) {
                     let ex = if p.exports == 1 {
                         String::new()
@@ -603,7 +604,7 @@ fn floor_section(floors: &[Pooled], pooled: &[Pooled]) -> String {
                 }
             }
         }
-        s.push_str("\n");
+        s.push('\n');
     }
     s
 }
