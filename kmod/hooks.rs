@@ -228,7 +228,8 @@ unsafe extern "C" fn vb2r_rs_qbuf_wait(rs_node: *mut c_void, w: *mut ffi::QbufWa
         waited += ns;
         if let Err(e) = r {
             w.waited_ns = waited;
-            if e == ETIMEDOUT {
+            // By its number: 6.12's kernel::error::code has no ETIMEDOUT.
+            if e.to_errno() == -(kernel::bindings::ETIMEDOUT as c_int) {
                 node.counters
                     .readers_timeouts
                     .fetch_add(1, Ordering::Relaxed);
