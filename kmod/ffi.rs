@@ -75,6 +75,9 @@ pub(crate) struct Call {
     pub(crate) rs_flags: u32,
     pub(crate) rs_mask: u64,
     pub(crate) rs_queue: *const c_void,
+    /// RELEASE: the node's own queue pre found, for post (after the original release the file
+    /// no longer leads to it: its `v4l2_fh` is freed).
+    pub(crate) rs_vq: *mut Vb2Queue,
     /// QBUF: the task's registration for a readers' wait (NULL: none).
     pub(crate) wait: *mut QbufWait,
 }

@@ -100,6 +100,7 @@ struct vb2r_call {
 	u32 rs_flags;
 	u64 rs_mask;
 	void *rs_queue;
+	struct vb2_queue *rs_vq;
 	/*
 	 * QBUF: the calling task's registration by vb2r_w_unlocked_ioctl() (see "Waiting for other
 	 * devices' readers" below), NULL if it has none.

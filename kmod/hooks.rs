@@ -423,6 +423,11 @@ fn pre(node: &Node, c: &mut Call) -> Result {
             }
             // Whether the caller owns the queue, for post (RELEASE: the original changes it).
             c.flags = owner.raw();
+            if c.op == op::RELEASE && !m2m {
+                // For post: the original release frees the file's v4l2_fh (and an m2m context
+                // with its queues, whose state, if any, is stashed above: the owner's).
+                c.rs_vq = q;
+            }
         }
         _ => stash(c, st.find_queue(q)),
     }
@@ -618,8 +623,9 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
             }
             let q = match queue {
                 Some(q) => Some(q),
-                // Not stashed (not the owner): only the unregistered close kills.
-                None if action == policy::AfterCall::Kill => st.find_queue(call_queue(c).0),
+                // Not stashed (not the owner): only the unregistered close kills. Not
+                // call_queue(c): the original release freed what leads from the file to it.
+                None if action == policy::AfterCall::Kill => st.find_queue(c.rs_vq),
                 None => None,
             };
             let Some(q) = q else { return };
