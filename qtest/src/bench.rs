@@ -397,6 +397,31 @@ struct Pooled {
     floor: Vec<(String, Vec<u64>)>,
 }
 
+/// Appends each named sample list of `from` to the list of that name in `into`.
+fn merge(into: &mut Vec<(String, Vec<u64>)>, from: &[(String, Vec<u64>)]) {
+    for (name, v) in from {
+        match into.iter_mut().find(|(n, _)| n == name) {
+            Some((_, pv)) => pv.extend_from_slice(v),
+            None => into.push((name.clone(), v.clone())),
+        }
+    }
+}
+
+/// The p50 (us) of the samples named `name` in `lists`, if there are any.
+fn p50_of(lists: &[(String, Vec<u64>)], name: &str) -> Option<f64> {
+    lists
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| p_us(v, 0.5))
+}
+
+/// The single-export `absent` row of `node`: what every ratio of that node is taken against.
+fn absent_of<'a>(pooled: &'a [Pooled], node: &str) -> Option<&'a Pooled> {
+    pooled
+        .iter()
+        .find(|b| b.node == node && b.label == "absent" && b.exports == 1)
+}
+
 fn pool(recs: &[Record]) -> Vec<Pooled> {
     let mut out: Vec<Pooled> = Vec::new();
     for r in recs {
@@ -421,18 +446,8 @@ fn pool(recs: &[Record]) -> Vec<Pooled> {
             }
         };
         p.runs += 1;
-        for (name, v) in &r.ioctls {
-            match p.ioctls.iter_mut().find(|(n, _)| n == name) {
-                Some((_, pv)) => pv.extend_from_slice(v),
-                None => p.ioctls.push((name.clone(), v.clone())),
-            }
-        }
-        for (name, v) in &r.floor {
-            match p.floor.iter_mut().find(|(n, _)| n == name) {
-                Some((_, pv)) => pv.extend_from_slice(v),
-                None => p.floor.push((name.clone(), v.clone())),
-            }
-        }
+        merge(&mut p.ioctls, &r.ioctls);
+        merge(&mut p.floor, &r.floor);
         p.sums.extend(r.sums());
         p.frames += r.frames;
         p.wall_ns += r.wall_ns;
@@ -495,10 +510,7 @@ fn table(recs: &[Record]) -> String {
     s.push_str("---:|---:|---:|\n");
     let mut verdicts = Vec::new();
     for p in &pooled {
-        let base = pooled
-            .iter()
-            .find(|b| b.node == p.node && b.label == "absent" && b.exports == 1);
-        let base = base.filter(|b| !std::ptr::eq(*b, p));
+        let base = absent_of(&pooled, &p.node).filter(|b| !std::ptr::eq(*b, p));
         s.push_str(&format!(
             "| {} | {} | {} | {} ({}) |",
             p.node, p.label, p.exports, p.frames, p.runs
@@ -506,9 +518,7 @@ fn table(recs: &[Record]) -> String {
         for c in &cols {
             match p.ioctls.iter().find(|(n, _)| n == c) {
                 Some((_, v)) => {
-                    let b50 = base
-                        .and_then(|b| b.ioctls.iter().find(|(n, _)| n == c))
-                        .map(|(_, bv)| p_us(bv, 0.5));
+                    let b50 = base.and_then(|b| p50_of(&b.ioctls, c));
                     let (p50, p99) = (p_us(v, 0.5), p_us(v, 0.99));
                     s.push_str(&format!(" {} | {p99:.1} |", with_ratio(p50, b50)));
                     if let Some(b) = b50 {
@@ -553,29 +563,18 @@ fn table(recs: &[Record]) -> String {
 fn floor_section(floors: &[Pooled], pooled: &[Pooled]) -> String {
     let mut s = String::new();
     for f in floors {
-        let get = |name: &str| {
-            f.floor
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| p_us(v, 0.5))
-        };
-        let (Some(import), Some(refused)) = (get(FLOOR_IMPORT), get(FLOOR_REFUSED)) else {
+        let (Some(import), Some(refused)) = (
+            p50_of(&f.floor, FLOOR_IMPORT),
+            p50_of(&f.floor, FLOOR_REFUSED),
+        ) else {
             continue;
         };
         if s.is_empty() {
             s.push_str("\nThe floor (module absent, the same loop, between DQBUF and QBUF of each buffer): DMA_BUF_IOCTL_IMPORT_SYNC_FILE of one signaled fence as WRITE into the dequeued buffer's export (one resv lock, reserve, add, unlock: the kernel's own fence attach, without even the allocation and dma_fence_init a new fence needs), minus a DMA_BUF_IOCTL_SYNC the kernel refuses after its copy-in (the round trip). A mode that publishes a fence in CAPTURE QBUF pays at least that much in it.\n\n");
         }
         let attach = (import - refused).max(0.0);
-        let qbuf = |p: &Pooled| {
-            p.ioctls
-                .iter()
-                .find(|(n, _)| n == "CAPTURE QBUF")
-                .map(|(_, v)| p_us(v, 0.5))
-        };
-        let base = pooled
-            .iter()
-            .find(|b| b.node == f.node && b.label == "absent" && b.exports == 1)
-            .and_then(qbuf);
+        let qbuf = |p: &Pooled| p50_of(&p.ioctls, "CAPTURE QBUF");
+        let base = absent_of(pooled, &f.node).and_then(qbuf);
         s.push_str(&format!(
             "- {}: {FLOOR_IMPORT} p50 {import:.1} us, {FLOOR_REFUSED} p50 {refused:.1} us: one fence attach {attach:.1} us",
             f.node
