@@ -269,7 +269,7 @@ VB2R_WRAP(remove_bufs, vidioc_remove_bufs, struct v4l2_remove_buffers *,
 	   c.index = arg->index, c.count = arg->count))
 VB2R_WRAP(qbuf, vidioc_qbuf, struct v4l2_buffer *,
 	  (vb2r_call_init(&c, VB2R_OP_QBUF, file, arg->type), vb2r_fill_buffer(&c, arg),
-	   c.wait = vb2r_qslot_find(h)))
+	   c.wait = V4L2_TYPE_IS_CAPTURE(arg->type) ? vb2r_qslot_find(h) : NULL))
 VB2R_WRAP(dqbuf, vidioc_dqbuf, struct v4l2_buffer *,
 	  (vb2r_call_init(&c, VB2R_OP_DQBUF, file, arg->type), c.memory = arg->memory))
 VB2R_WRAP(expbuf, vidioc_expbuf, struct v4l2_exportbuffer *,

@@ -102,8 +102,8 @@ struct vb2r_call {
 	void *rs_queue;
 	struct vb2_queue *rs_vq;
 	/*
-	 * QBUF: the calling task's registration by vb2r_w_unlocked_ioctl() (see "Waiting for other
-	 * devices' readers" below), NULL if it has none.
+	 * Capture QBUF: the calling task's registration by vb2r_w_unlocked_ioctl() (see "Waiting
+	 * for other devices' readers" below), NULL if it has none.
 	 */
 	struct vb2r_qbuf_wait *wait;
 };
