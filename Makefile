@@ -63,7 +63,8 @@ bench:
 	@scripts/bench.sh
 
 STRESS_TESTS := stress.random-ops stress.rmmod-cycles kmod.unload-blocked-clients \
-	kmod.unbind-while-streaming fence.requeue-race kmod.unload-while-streaming kmod.hardirq-signal
+	kmod.unbind-while-streaming fence.requeue-race kmod.unload-while-streaming kmod.hardirq-signal \
+	kmod.detach-streamoff
 stress:
 	@KASAN=1 VB2R_TESTS='$(STRESS_TESTS)' scripts/test.sh
 

@@ -207,6 +207,7 @@ extern "C" {
     fn vb2r_fence_signaled(f: *mut DmaFence) -> bool;
     pub(crate) fn vb2r_ktime_ns() -> u64;
     pub(crate) fn vb2r_sleep_ms(ms: u32);
+    pub(crate) fn vb2r_param_test_kill_delay_ms() -> u32;
 }
 
 /// Borrows a NUL-terminated string that lives as long as the module.

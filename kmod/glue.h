@@ -602,6 +602,12 @@ bool vb2r_fence_signaled(struct dma_fence *fence);
 u64 vb2r_ktime_ns(void);
 void vb2r_sleep_ms(u32 ms);
 
+/*
+ * vb2r_param_test_kill_delay_ms() - the test_kill_delay_ms test aid (0644), capped at 5000.
+ * Context: any.
+ */
+u32 vb2r_param_test_kill_delay_ms(void);
+
 /* ---------------------------------------------------------------------------------------------
  * 6.12 only (kmod/glue_612.c, linked by Kbuild for 6.12; kmod/k612.rs wraps these). 6.12's
  * Rust-for-Linux has no IRQ-safe spinlock, no debugfs and no misc device abstraction. Policy

@@ -109,6 +109,21 @@ static uint test_buf_done_delay_us;
 module_param(test_buf_done_delay_us, uint, 0644);
 MODULE_PARM_DESC(test_buf_done_delay_us, "test aid: busy-wait this many microseconds (at most 10000) in the vb2_buf_done probe before handling the event (default: 0)");
 
+/*
+ * Test aid for kmod.detach-streamoff: sleep this long in the kill of a queue's state (detach,
+ * unload, the close of an unregistered node) after it is taken and before its fences are
+ * cancelled: the window in which the node's hooks are gone and its driver may still return
+ * buffers (a STREAMOFF that no longer goes through us). 0 (default): off.
+ */
+static uint test_kill_delay_ms;
+module_param(test_kill_delay_ms, uint, 0644);
+MODULE_PARM_DESC(test_kill_delay_ms, "test aid: sleep this many milliseconds (at most 5000) in the kill of a queue's state, between taking it and cancelling its fences (default: 0)");
+
+u32 vb2r_param_test_kill_delay_ms(void)
+{
+	return min(READ_ONCE(test_kill_delay_ms), 5000U);
+}
+
 static void vb2r_probe_buf_done(void *data, struct vb2_queue *q, struct vb2_buffer *vb)
 {
 	uint delay = READ_ONCE(test_buf_done_delay_us);

@@ -643,9 +643,7 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
                     q.cancel_gone();
                 }
                 policy::AfterCall::Kill => {
-                    if let Some(x) = st.remove_queue(q.q) {
-                        x.kill();
-                    }
+                    st.kill_queue(q.q);
                 }
             }
             q.set_cancelling(false);

@@ -172,24 +172,37 @@ impl State {
         }
     }
 
-    /// Removes the state of CAPTURE queue `key` (both its entries) from the registry; the caller
-    /// kills it.
-    pub(crate) fn remove_queue(&self, key: usize) -> Option<Arc<Queue>> {
-        let mut g = self.queues.lock();
-        let i = g.binary_search_by_key(&key, |x| x.key).ok()?;
-        if g[i].output {
-            return None;
+    /// Kills the state of CAPTURE queue `key` and then removes it (both its entries) from the
+    /// registry; returns how many pending fences the kill cancelled, `None` when `key` has no
+    /// state. Process context.
+    ///
+    /// Killed while still registered: a buf_done event meanwhile (the driver returning
+    /// buffers to a STREAMOFF that no longer goes through our hooks, during a detach) still
+    /// finds the queue and ends the buffer's fence, or finds it cancelled already. Removed
+    /// first, such an event would find nothing, and the fence would stay pending after the
+    /// driver returned its buffer, until the kill.
+    pub(crate) fn kill_queue(&self, key: usize) -> Option<u32> {
+        let x = self.find_queue(key as *mut Vb2Queue)?;
+        // SAFETY: reads a module parameter.
+        let delay = unsafe { ffi::vb2r_param_test_kill_delay_ms() };
+        if delay != 0 {
+            // SAFETY: process context (the callers').
+            unsafe { ffi::vb2r_sleep_ms(delay) };
         }
-        let x = g.remove(i).ok()?.queue;
-        if x.out_q != 0 {
-            if let Ok(j) = g.binary_search_by_key(&x.out_q, |r| r.key) {
-                if Arc::ptr_eq(&g[j].queue, &x) {
-                    let _ = g.remove(j);
+        let n = x.kill();
+        let mut g = self.queues.lock();
+        for k in [x.q, x.out_q] {
+            if k == 0 {
+                continue;
+            }
+            if let Ok(i) = g.binary_search_by_key(&k, |r| r.key) {
+                // Only this state's entries: a reused address may have a newer one.
+                if Arc::ptr_eq(&g[i].queue, &x) {
+                    let _ = g.remove(i);
                 }
             }
         }
-        drop(g);
-        Some(x)
+        Some(n)
     }
 
     /// The queues of `node` (process context).
@@ -235,7 +248,7 @@ impl State {
         out
     }
 
-    /// Removes and kills every queue of `node` (process context). Returns the fences cancelled.
+    /// Kills and removes every queue of `node` (process context). Returns the fences cancelled.
     pub(crate) fn kill_queues_of(&self, node: &Node) -> u32 {
         let mut n = 0;
         loop {
@@ -246,8 +259,9 @@ impl State {
                     .map(|x| x.key)
             };
             let Some(key) = victim else { break };
-            if let Some(x) = self.remove_queue(key) {
-                n += x.kill();
+            match self.kill_queue(key) {
+                Some(k) => n += k,
+                None => break,
             }
         }
         n

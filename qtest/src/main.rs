@@ -98,6 +98,9 @@ enum Check {
         #[arg(long, value_enum, default_value = "vivid")]
         dev: Dev,
     },
+    /// vivid: a detach (from a second thread, with the module's test_kill_delay_ms) while the
+    /// owner streams and stops: the fences of the buffers vivid returns end with them.
+    DetachStreamoff,
     /// vim2m, non-blocking DQBUF + immediate QBUF for `cycles` cycles, sampled from two
     /// threads: never a queued buffer without a pending fence (run it with the module's
     /// test_buf_done_delay_us to widen the window a late buf_done event has).
@@ -756,6 +759,7 @@ fn main() {
             expect_fenced,
         } => check_stream(&cli, *seconds, *detach, *expect_fenced),
         Check::Nonowner { dev } => races::nonowner(&cli, *dev),
+        Check::DetachStreamoff => races::detach_streamoff(&cli),
         Check::RequeueRace { cycles, settle_ms } => races::requeue_race(&cli, *cycles, *settle_ms),
         Check::BlockedClients {
             seconds,

@@ -7,12 +7,13 @@ use crate::{describe, feed, fences, ours, setup, status_of, Cli, Dev, ECANCELED}
 use anyhow::{bail, ensure, Context, Result};
 use nix::errno::Errno;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use v4l2r::ioctl::BufferFlags;
 use v4l2r::memory::MemoryType;
+use vb2r::kmod::Control;
 use vb2r::v4l2::{self, Queue};
 
 /// The fence of every buffer (a sync_file taken right after its QBUF), checked to be ours and
@@ -414,5 +415,103 @@ pub(crate) fn streamon_error(cli: &Cli) -> Result<()> {
     })?;
     cap.streamoff()?;
     println!("after the second STREAMON every fence ended with its buffer, status 1");
+    Ok(())
+}
+
+/// A detach (VB2_RESV_IOC_DETACH, from a second thread) that is slow to kill the queue's state
+/// (run it with the module's test_kill_delay_ms) while the owner goes on streaming, then stops:
+/// once the node's hooks are gone its calls go straight to vivid, which still returns buffers
+/// (DQBUF, then STREAMOFF). Every fence of ours must end when vivid returns its buffer, not
+/// stay pending until the detach gets round to cancelling it.
+pub(crate) fn detach_streamoff(cli: &Cli) -> Result<()> {
+    let s = setup(Dev::Vivid, cli)?;
+    let mut cap = Queue::new(&s.dev, false)?;
+    let n = cap.reqbufs(MemoryType::Mmap, 4)?;
+    let exports: Vec<File> = (0..n).map(|i| cap.expbuf(i, 0)).collect::<Result<_>>()?;
+    // The sync_file of each buffer's pending fence of ours, taken right after its QBUF.
+    let mut sfs: Vec<Option<OwnedFd>> = (0..n).map(|_| None).collect();
+    let queue = |i: u32, sfs: &mut Vec<Option<OwnedFd>>| -> Result<bool> {
+        cap.qbuf_mmap(i, 0).context("QBUF")?;
+        let (f, sf) = fences(&exports[i as usize])?;
+        let armed = ours(&f).iter().any(|x| x.pending());
+        sfs[i as usize] = armed.then_some(sf);
+        Ok(armed)
+    };
+    for i in 0..n {
+        ensure!(
+            queue(i, &mut sfs)?,
+            "buffer {i}: no fence of ours after QBUF"
+        );
+    }
+    cap.streamon()?;
+    let fd = s.dev.as_raw_fd();
+    let detach = std::thread::spawn(move || -> Result<()> {
+        Control::open()?.detach(fd)?;
+        Ok(())
+    });
+    // Stream until a QBUF arms nothing: the detach has removed the hooks and now waits in the
+    // kill (test_kill_delay_ms).
+    let t0 = Instant::now();
+    let mut frames = 0;
+    loop {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "every QBUF for 10 s was still fenced: the detach did not start"
+        );
+        let (i, _) = cap.dqbuf().context("DQBUF")?;
+        frames += 1;
+        if let Some(sf) = &sfs[i as usize] {
+            let st = status_of(sf)?;
+            ensure!(
+                st != 0,
+                "buffer {i}: its fence is still pending at DQBUF ({}; after {frames} frames)",
+                describe(&vb2r::sys::sync_file_info(sf)?)
+            );
+        }
+        if !queue(i, &mut sfs)? {
+            println!("after {frames} frames a QBUF armed nothing: the hooks are gone");
+            break;
+        }
+    }
+    let pending: Vec<usize> = (0..sfs.len())
+        .filter(|&i| {
+            sfs[i]
+                .as_ref()
+                .is_some_and(|sf| status_of(sf).is_ok_and(|st| st == 0))
+        })
+        .collect();
+    cap.streamoff()?;
+    let mut bad = Vec::new();
+    for &i in &pending {
+        let sf = sfs[i]
+            .as_ref()
+            .context("a pending fence without its sync_file")?;
+        let st = status_of(sf)?;
+        println!("buffer {i}: fence pending before STREAMOFF, status {st} after it");
+        if st == 0 {
+            bad.push(format!(
+                "buffer {i}: {}",
+                describe(&vb2r::sys::sync_file_info(sf)?)
+            ));
+        }
+    }
+    let joined = detach.join();
+    ensure!(
+        bad.is_empty(),
+        "fences still pending after STREAMOFF returned their buffers: {}",
+        bad.join("; ")
+    );
+    match joined {
+        Ok(r) => r.context("VB2_RESV_IOC_DETACH")?,
+        Err(_) => bail!("the detach thread panicked"),
+    }
+    ensure!(
+        !pending.is_empty(),
+        "no fence was pending when STREAMOFF ran: nothing was checked"
+    );
+    println!(
+        "{} fence(s) pending before STREAMOFF, all ended by it (the detach's kill waited)",
+        pending.len()
+    );
     Ok(())
 }

@@ -35,6 +35,21 @@ t_fence_requeue_race() {
 	return 0
 }
 
+# A detach that is slow to kill the queue's state while the owner streams and stops: the node's
+# hooks are gone, so DQBUF and STREAMOFF go straight to vivid, and each fence of ours must end
+# when vivid returns its buffer (through the buf_done probe), not stay pending until the kill.
+# test_kill_delay_ms holds the detach between taking the queue and killing it, which makes
+# certain the window stress.rmmod-cycles hit only under heavy load (a preempted rmmod).
+t_kmod_detach_streamoff() {
+	load_drivers vivid || fail "modprobe vivid"
+	insmod_vb2r attach=vivid test_kill_delay_ms=2000 || fail "insmod test_kill_delay_ms"
+	dmesg_mark detach-streamoff
+	"$QTEST" detach-streamoff || fail "a fence outlived its buffer's return during a detach"
+	rmmod vb2_resv || fail "rmmod"
+	dmesg_since detach-streamoff | dmesg_complaints || fail "kernel complained"
+	return 0
+}
+
 # Unload with clients asleep inside V4L2: threads in blocking DQBUF and threads contending for
 # the queue lock (which the V4L2 core takes after reading vdev->ioctl_ops), while the module is
 # unloaded and loaded again, repeatedly. Every thread returns, the kernel stays quiet (run it
