@@ -169,6 +169,9 @@ pub struct FrameRecord {
     pub request_queue_ns: u64,
     pub capture_qbuf_ns: u64,
     pub capture_dqbuf_ns: u64,
+    /// When CAPTURE DQBUF returned, in ns from the start of the decode loop: the frame period
+    /// between consecutive frames is what `make bench` takes the loop's frames/s from.
+    pub dqbuf_at_ns: u64,
     pub dpb: Vec<DpbEntry>,
     pub ref_lists: Vec<SliceRefs>,
     pub fence_after_qbuf: FenceAfterQbuf,

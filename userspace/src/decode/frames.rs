@@ -61,6 +61,8 @@ struct Frames {
     holder: Vec<Option<usize>>,
     inflight: VecDeque<InFlight>,
     records: Vec<Option<report::FrameRecord>>,
+    /// The start of the decode loop (the records' `dqbuf_at_ns` count from it).
+    t0: Instant,
     /// Pictures dequeued (decode order).
     done: usize,
     out_pos: usize,
@@ -76,6 +78,7 @@ impl Frames {
             holder: vec![None; buffers],
             inflight: VecDeque::new(),
             records: (0..n).map(|_| None).collect(),
+            t0: Instant::now(),
             done: 0,
             out_pos: 0,
             next_out: 0,
@@ -111,6 +114,7 @@ impl Frames {
         complete(
             s,
             stream,
+            self.t0,
             &mut self.inflight,
             &mut self.records,
             &mut self.done,
@@ -257,9 +261,11 @@ fn emit(
 
 /// Completes the oldest frame in flight: poll(POLLIN) on its dma-buf (timed), DQBUF, its
 /// OUTPUT buffers back, the CPU view.
+#[allow(clippy::too_many_arguments)]
 fn complete(
     s: &mut Session,
     stream: &Stream,
+    t0: Instant,
     inflight: &mut VecDeque<InFlight>,
     records: &mut [Option<report::FrameRecord>],
     done: &mut usize,
@@ -339,6 +345,7 @@ fn complete(
         request_queue_ns: queue_time.as_nanos() as u64,
         capture_qbuf_ns: f.qbuf_ns,
         capture_dqbuf_ns: d.dqbuf_ns,
+        dqbuf_at_ns: d.at.saturating_duration_since(t0).as_nanos() as u64,
         dpb,
         ref_lists,
         fence_after_qbuf: f.fence,
@@ -410,6 +417,7 @@ mod tests {
             request_queue_ns: 0,
             capture_qbuf_ns: 0,
             capture_dqbuf_ns: 0,
+            dqbuf_at_ns: 0,
             dpb: vec![],
             ref_lists: vec![],
             fence_after_qbuf: fence_record(&[]),
