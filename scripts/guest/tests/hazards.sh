@@ -39,10 +39,11 @@ t_fence_requeue_race() {
 # hooks are gone, so DQBUF and STREAMOFF go straight to vivid, and each fence of ours must end
 # when vivid returns its buffer (through the buf_done probe), not stay pending until the kill.
 # test_kill_delay_ms holds the detach between taking the queue and killing it, which makes
-# certain the window stress.rmmod-cycles hit only under heavy load (a preempted rmmod).
+# certain the window stress.rmmod-cycles hit only under heavy load (a preempted rmmod). 5 s (the
+# aid's cap): the client must reach its STREAMOFF inside it, also on a loaded machine.
 t_kmod_detach_streamoff() {
 	load_drivers vivid || fail "modprobe vivid"
-	insmod_vb2r attach=vivid test_kill_delay_ms=2000 || fail "insmod test_kill_delay_ms"
+	insmod_vb2r attach=vivid test_kill_delay_ms=5000 || fail "insmod test_kill_delay_ms"
 	dmesg_mark detach-streamoff
 	"$QTEST" detach-streamoff || fail "a fence outlived its buffer's return during a detach"
 	rmmod vb2_resv || fail "rmmod"
