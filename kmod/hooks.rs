@@ -643,7 +643,7 @@ fn post(node: &Node, c: &Call, queue: Option<Arc<Queue>>, ran: bool, ret: c_int)
                     q.cancel_gone();
                 }
                 policy::AfterCall::Kill => {
-                    st.kill_queue(q.q);
+                    st.kill_state(&q);
                 }
             }
             q.set_cancelling(false);

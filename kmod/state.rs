@@ -172,17 +172,15 @@ impl State {
         }
     }
 
-    /// Kills the state of CAPTURE queue `key` and then removes it (both its entries) from the
-    /// registry; returns how many pending fences the kill cancelled, `None` when `key` has no
-    /// state. Process context.
+    /// Kills the queue state `x` and then removes its entries (both, if it has an OUTPUT queue)
+    /// from the registry; returns how many pending fences the kill cancelled. Process context.
     ///
     /// Killed while still registered: a buf_done event meanwhile (the driver returning
     /// buffers to a STREAMOFF that no longer goes through our hooks, during a detach) still
     /// finds the queue and ends the buffer's fence, or finds it cancelled already. Removed
     /// first, such an event would find nothing, and the fence would stay pending after the
     /// driver returned its buffer, until the kill.
-    pub(crate) fn kill_queue(&self, key: usize) -> Option<u32> {
-        let x = self.find_queue(key as *mut Vb2Queue)?;
+    pub(crate) fn kill_state(&self, x: &Arc<Queue>) -> u32 {
         // SAFETY: reads a module parameter.
         let delay = unsafe { ffi::vb2r_param_test_kill_delay_ms() };
         if delay != 0 {
@@ -197,12 +195,12 @@ impl State {
             }
             if let Ok(i) = g.binary_search_by_key(&k, |r| r.key) {
                 // Only this state's entries: a reused address may have a newer one.
-                if Arc::ptr_eq(&g[i].queue, &x) {
+                if Arc::ptr_eq(&g[i].queue, x) {
                     let _ = g.remove(i);
                 }
             }
         }
-        Some(n)
+        n
     }
 
     /// The queues of `node` (process context).
@@ -256,13 +254,11 @@ impl State {
                 let g = self.queues.lock();
                 g.iter()
                     .find(|x| !x.output && x.queue.node.vdev == node.vdev)
-                    .map(|x| x.key)
+                    .map(|x| x.queue.clone())
             };
-            let Some(key) = victim else { break };
-            match self.kill_queue(key) {
-                Some(k) => n += k,
-                None => break,
-            }
+            let Some(x) = victim else { break };
+            // Removes x's entries: the next look finds the next queue.
+            n += self.kill_state(&x);
         }
         n
     }
