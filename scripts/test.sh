@@ -102,7 +102,10 @@ if [ "${VB2R_ARM64_GUEST:-0}" = 1 ]; then
 elif [ -n "${VB2R_TESTS:-}" ] && ! want_host doctor.arm64; then
 	arm64_args=(--builds-only)
 fi
-phase arm64 "$here/arm64/test.sh" --tap "$OUT/arm64.tap" "${arm64_args[@]}"
+# The arm64 builds are the PineTab2's, and its kernels are 7.x: a KERNEL=6.12 suite builds them
+# against 7.3 (scripts/arm64/kernel.sh knows no other).
+case "$KERNEL" in 7.*) arm64_kernel=$KERNEL ;; *) arm64_kernel=7.3 ;; esac
+phase arm64 env KERNEL="$arm64_kernel" "$here/arm64/test.sh" --tap "$OUT/arm64.tap" "${arm64_args[@]}"
 cat "$OUT/arm64.tap" >>"$host_results"
 
 # 3. The guest suite, split over VB2R_GUESTS guests that run at the same time (each is one QEMU
