@@ -1,5 +1,5 @@
 //! The EGL display and its GLES 3 context: libEGL loaded at run time, the surfaceless or GBM
-//! platform, the extensions and entry points the import paths need, what the device is (render
+//! platform (surfaceless: Mesa's software device when vgem's are the only render nodes), the extensions and entry points the import paths need, what the device is (render
 //! node, software or not), and the teardown.
 
 use super::cache::Imported;
@@ -23,6 +23,8 @@ const EGL_PLATFORM_GBM_KHR: egl::Enum = 0x31D7;
 const EGL_DEVICE_EXT: egl::Int = 0x322C;
 const EGL_DRM_DEVICE_FILE_EXT: egl::Int = 0x3233;
 const EGL_DRM_RENDER_NODE_FILE_EXT: egl::Int = 0x3377;
+// EGL_EXT_platform_device.
+const EGL_PLATFORM_DEVICE_EXT: egl::Enum = 0x313F;
 
 pub(super) type ImageTargetTexture2dFn = unsafe extern "system" fn(target: u32, image: *mut c_void);
 pub(super) type QueryDmaBufFormatsFn =
@@ -38,6 +40,8 @@ pub(super) type QueryDmaBufModifiersFn = unsafe extern "system" fn(
 type QueryDisplayAttribFn =
     unsafe extern "system" fn(dpy: *mut c_void, attribute: i32, value: *mut isize) -> u32;
 type QueryDeviceStringFn = unsafe extern "system" fn(dev: *mut c_void, name: i32) -> *const c_char;
+type QueryDevicesFn =
+    unsafe extern "system" fn(max: i32, devices: *mut *mut c_void, num: *mut i32) -> u32;
 type GbmCreateDeviceFn = unsafe extern "C" fn(fd: i32) -> *mut c_void;
 type GbmDeviceDestroyFn = unsafe extern "C" fn(dev: *mut c_void);
 
@@ -60,6 +64,48 @@ pub struct Gpu {
     /// EGLImages created and destroyed so far, per import path.
     pub created: HashMap<ImportPath, usize>,
     pub destroyed: HashMap<ImportPath, usize>,
+}
+
+/// The display of Mesa's software device (EGL_EXT_platform_device, EGL_MESA_device_software),
+/// if EGL has one.
+fn software_display(
+    egl: &egl::DynamicInstance<egl::EGL1_5>,
+    client_ext: &str,
+) -> Option<egl::Display> {
+    let has = |e: &str| client_ext.split(' ').any(|x| x == e);
+    if !has("EGL_EXT_platform_device") || !has("EGL_EXT_device_enumeration") {
+        return None;
+    }
+    let proc = |name: &str| egl.get_proc_address(name).map(|f| f as *const c_void);
+    // SAFETY: the entry points of EGL_EXT_device_enumeration and EGL_EXT_device_query, with
+    // their C signatures.
+    let (query_devices, query_string) = unsafe {
+        (
+            std::mem::transmute::<*const c_void, QueryDevicesFn>(proc("eglQueryDevicesEXT")?),
+            std::mem::transmute::<*const c_void, QueryDeviceStringFn>(proc(
+                "eglQueryDeviceStringEXT",
+            )?),
+        )
+    };
+    let mut devices = [std::ptr::null_mut::<c_void>(); 16];
+    let mut n = 0i32;
+    // SAFETY: `devices` has room for the 16 entries asked for; `n` is a valid out-pointer.
+    if unsafe { query_devices(devices.len() as i32, devices.as_mut_ptr(), &mut n) } != egl::TRUE {
+        return None;
+    }
+    let software = devices.iter().take(n.clamp(0, 16) as usize).find(|&&dev| {
+        // SAFETY: `dev` came from eglQueryDevicesEXT; a non-null result is a NUL-terminated
+        // string owned by EGL.
+        let p = unsafe { query_string(dev, egl::EXTENSIONS) };
+        !p.is_null()
+            && unsafe { CStr::from_ptr(p) }
+                .to_string_lossy()
+                .split_whitespace()
+                .any(|e| e == "EGL_MESA_device_software")
+    })?;
+    // SAFETY: the device platform takes an EGLDeviceEXT of eglQueryDevicesEXT.
+    unsafe { egl.get_platform_display(EGL_PLATFORM_DEVICE_EXT, *software, &[egl::ATTRIB_NONE]) }
+        .ok()
 }
 
 pub(super) fn egl_err(e: egl::Error) -> String {
@@ -92,16 +138,39 @@ impl Gpu {
                 {
                     bail!("EGL ({libegl}) lacks EGL_MESA_platform_surfaceless (client extensions: {client_ext})");
                 }
-                // SAFETY: the surfaceless platform takes EGL_DEFAULT_DISPLAY (null).
-                let d = unsafe {
-                    egl.get_platform_display(
-                        EGL_PLATFORM_SURFACELESS_MESA,
-                        egl::DEFAULT_DISPLAY,
-                        &[egl::ATTRIB_NONE],
-                    )
+                // With no GPU, Mesa's surfaceless platform runs llvmpipe on the first render
+                // node it can open (kms_swrast), and vgem (the CI's fence stand-in) is one. On
+                // 6.12, llvmpipe reading a dma-buf imported that way faults inside its own
+                // generated code (docs/ci.md, 6.12). With vgem's nodes only, take Mesa's
+                // software device instead: the same llvmpipe, without a DRM device.
+                let only_vgem = {
+                    let nodes = crate::sys::render_nodes();
+                    !nodes.is_empty() && nodes.iter().all(|(_, d)| d == "vgem")
+                };
+                match only_vgem
+                    .then(|| software_display(&egl, &client_ext))
+                    .flatten()
+                {
+                    Some(d) => (
+                        "device (Mesa's software device; vgem's render node left alone)"
+                            .to_string(),
+                        d,
+                    ),
+                    None => {
+                        // SAFETY: the surfaceless platform takes EGL_DEFAULT_DISPLAY (null).
+                        let d = unsafe {
+                            egl.get_platform_display(
+                                EGL_PLATFORM_SURFACELESS_MESA,
+                                egl::DEFAULT_DISPLAY,
+                                &[egl::ATTRIB_NONE],
+                            )
+                        }
+                        .map_err(|e| {
+                            anyhow!("eglGetPlatformDisplay(surfaceless): {}", egl_err(e))
+                        })?;
+                        ("surfaceless".to_string(), d)
+                    }
                 }
-                .map_err(|e| anyhow!("eglGetPlatformDisplay(surfaceless): {}", egl_err(e)))?;
-                ("surfaceless".to_string(), d)
             }
             Platform::Gbm(node) => {
                 if !client_ext

@@ -68,7 +68,9 @@ pub fn fourcc_name(f: u32) -> String {
 /// Which EGL platform to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Platform {
-    /// EGL_PLATFORM_SURFACELESS_MESA: no window system, Mesa picks the device.
+    /// EGL_PLATFORM_SURFACELESS_MESA: no window system, Mesa picks the device; when every
+    /// render node is vgem's (no GPU), Mesa's software device (EGL_EXT_platform_device)
+    /// instead, so that llvmpipe does not run on vgem (display.rs).
     Surfaceless,
     /// A GBM device on a DRM render node (the given one, or the first under /dev/dri).
     Gbm(Option<PathBuf>),
