@@ -429,7 +429,10 @@ pub(crate) fn detach_streamoff(cli: &Cli) -> Result<()> {
     let n = cap.reqbufs(MemoryType::Mmap, 4)?;
     let exports: Vec<File> = (0..n).map(|i| cap.expbuf(i, 0)).collect::<Result<_>>()?;
     // The sync_file of each buffer's pending fence of ours, taken right after its QBUF.
-    let mut sfs: Vec<Option<OwnedFd>> = (0..n).map(|_| None).collect();
+    let mut sfs: Vec<Option<OwnedFd>> = queue_all_fenced(&cap, &exports, &s.path)?
+        .into_iter()
+        .map(Some)
+        .collect();
     let queue = |i: u32, sfs: &mut Vec<Option<OwnedFd>>| -> Result<bool> {
         cap.qbuf_mmap(i, 0).context("QBUF")?;
         let (f, sf) = fences(&exports[i as usize])?;
@@ -437,12 +440,6 @@ pub(crate) fn detach_streamoff(cli: &Cli) -> Result<()> {
         sfs[i as usize] = armed.then_some(sf);
         Ok(armed)
     };
-    for i in 0..n {
-        ensure!(
-            queue(i, &mut sfs)?,
-            "buffer {i}: no fence of ours after QBUF"
-        );
-    }
     cap.streamon()?;
     let fd = s.dev.as_raw_fd();
     let detach = std::thread::spawn(move || -> Result<()> {

@@ -1,6 +1,7 @@
 //! The EGL display and its GLES 3 context: libEGL loaded at run time, the surfaceless or GBM
-//! platform (surfaceless: Mesa's software device when vgem's are the only render nodes), the extensions and entry points the import paths need, what the device is (render
-//! node, software or not), and the teardown.
+//! platform (surfaceless: Mesa's software device when vgem's are the only render nodes), the
+//! extensions and entry points the import paths need, what the device is (render node,
+//! software or not), and the teardown.
 
 use super::cache::Imported;
 use super::draw::Target;
@@ -94,18 +95,27 @@ fn software_display(
         return None;
     }
     let software = devices.iter().take(n.clamp(0, 16) as usize).find(|&&dev| {
-        // SAFETY: `dev` came from eglQueryDevicesEXT; a non-null result is a NUL-terminated
-        // string owned by EGL.
-        let p = unsafe { query_string(dev, egl::EXTENSIONS) };
-        !p.is_null()
-            && unsafe { CStr::from_ptr(p) }
-                .to_string_lossy()
-                .split_whitespace()
+        // SAFETY: `dev` came from eglQueryDevicesEXT.
+        unsafe { device_string(query_string, dev, egl::EXTENSIONS) }.is_some_and(|x| {
+            x.split_whitespace()
                 .any(|e| e == "EGL_MESA_device_software")
+        })
     })?;
     // SAFETY: the device platform takes an EGLDeviceEXT of eglQueryDevicesEXT.
     unsafe { egl.get_platform_display(EGL_PLATFORM_DEVICE_EXT, *software, &[egl::ATTRIB_NONE]) }
         .ok()
+}
+
+/// String `name` of EGL device `dev` (eglQueryDeviceStringEXT), if it has one.
+///
+/// # Safety
+///
+/// `dev` is an EGLDeviceEXT of the EGL that `query` belongs to.
+unsafe fn device_string(query: QueryDeviceStringFn, dev: *mut c_void, name: i32) -> Option<String> {
+    // SAFETY: see the function's safety section.
+    let p = unsafe { query(dev, name) };
+    // SAFETY: a non-null result is a NUL-terminated string owned by EGL.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
 
 pub(super) fn egl_err(e: egl::Error) -> String {
@@ -328,13 +338,8 @@ impl Gpu {
                 let mut dev: isize = 0;
                 // SAFETY: `dev` is a valid out-parameter; the display is initialised.
                 if unsafe { qda(display.as_ptr(), EGL_DEVICE_EXT, &mut dev) } == egl::TRUE {
-                    let s = |name| {
-                        // SAFETY: `dev` is the display's EGLDeviceEXT; the string is static.
-                        let p = unsafe { qds(dev as *mut c_void, name) };
-                        // SAFETY: a non-null result is a NUL-terminated string owned by EGL.
-                        (!p.is_null())
-                            .then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
-                    };
+                    // SAFETY: `dev` is the display's EGLDeviceEXT.
+                    let s = |name| unsafe { device_string(qds, dev as *mut c_void, name) };
                     device_extensions = s(egl::EXTENSIONS)
                         .unwrap_or_default()
                         .split_whitespace()
